@@ -1,0 +1,297 @@
+/* forward.c — records the Llama forward pass into command buffers from the ops of gpu.h.
+ * One chunk of prefill = one recording (cheap next to its work); decode = one recording replayed
+ * for every generated token, with the token id and position rewritten in host-visible buffers. */
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK_ST(expr)           \
+  do {                           \
+    ks_status st_ = (expr);      \
+    if (st_ != KS_OK) return st_; \
+  } while (0)
+
+static int q_dim(const ks_config *c) { return c->n_head * c->head_dim; }
+static int kv_dim(const ks_config *c) { return c->n_kv_head * c->head_dim; }
+
+void forward_destroy(ks_forward *f) {
+  if (!f) return;
+  ks_gpu *g = f->gpu;
+  gpu_cmd_destroy(f->cmd_prefill);
+  gpu_cmd_destroy(f->cmd_decode);
+  if (f->layers) {
+    for (int l = 0; l < f->m->cfg.n_layer; l++) {
+      ks_fwd_layer *L = &f->layers[l];
+      gpu_tensor_free(g, &L->wq);
+      gpu_tensor_free(g, &L->wk);
+      gpu_tensor_free(g, &L->wv);
+      gpu_tensor_free(g, &L->wo);
+      gpu_tensor_free(g, &L->w_gate);
+      gpu_tensor_free(g, &L->w_down);
+      gpu_tensor_free(g, &L->w_up);
+    }
+  }
+  if (f->k_pool)
+    for (int l = 0; l < f->m->cfg.n_layer; l++) gpu_buf_destroy(g, &f->k_pool[l]);
+  if (f->v_pool)
+    for (int l = 0; l < f->m->cfg.n_layer; l++) gpu_buf_destroy(g, &f->v_pool[l]);
+  free(f->k_pool);
+  free(f->v_pool);
+  free(f->layers);
+  if (!f->output_is_embd) gpu_tensor_free(g, &f->output);
+  gpu_tensor_free(g, &f->tok_embd);
+  ks_buf *bufs[] = {&f->norms, &f->table, &f->x,  &f->xb,     &f->xb2,    &f->q,
+                    &f->k,     &f->v,     &f->att, &f->hb,    &f->hb2,    &f->logits,
+                    &f->tokens, &f->step, &f->probs};
+  for (size_t i = 0; i < KS_ARRAY_LEN(bufs); i++) gpu_buf_destroy(g, bufs[i]);
+  free(f);
+}
+
+static ks_status upload_layer(ks_gpu *g, ks_fwd_layer *L, const ks_layer *H) {
+  CHECK_ST(gpu_tensor_upload(g, &L->wq, &H->wq));
+  CHECK_ST(gpu_tensor_upload(g, &L->wk, &H->wk));
+  CHECK_ST(gpu_tensor_upload(g, &L->wv, &H->wv));
+  CHECK_ST(gpu_tensor_upload(g, &L->wo, &H->wo));
+  CHECK_ST(gpu_tensor_upload(g, &L->w_gate, &H->w_gate));
+  CHECK_ST(gpu_tensor_upload(g, &L->w_down, &H->w_down));
+  CHECK_ST(gpu_tensor_upload(g, &L->w_up, &H->w_up));
+  return KS_OK;
+}
+
+static ks_status create_inner(ks_forward *f) {
+  ks_gpu *g = f->gpu;
+  const ks_model *m = f->m;
+  const ks_config *c = &m->cfg;
+  const ks_gpu_info *info = gpu_info(g);
+  uint64_t B = (uint64_t)f->max_batch;
+  uint64_t kvd = (uint64_t)kv_dim(c), qd = (uint64_t)q_dim(c);
+  uint64_t wide = (uint64_t)KS_MAX(c->dim, q_dim(c));
+
+  /* K/V pool: one buffer per layer so each stays within maxStorageBufferRange. */
+  uint64_t pool_bytes = (uint64_t)f->n_blocks * KS_KV_BLOCK * kvd * sizeof(float);
+  if (pool_bytes > info->max_storage_range)
+    return ks_fail(KS_ERR_NOMEM,
+                   "K/V cache of one layer needs %.1f MiB for %d positions, over this device's "
+                   "maxStorageBufferRange (%.1f MiB): lower the context with -c",
+                   pool_bytes / 1048576.0, f->n_blocks * KS_KV_BLOCK,
+                   info->max_storage_range / 1048576.0);
+  uint64_t logit_bytes = B * (uint64_t)c->vocab_size * sizeof(float);
+  if (logit_bytes > info->max_storage_range)
+    return ks_fail(KS_ERR_ARG, "batch of %d tokens needs %.1f MiB of logits, over the device's "
+                   "storage buffer range: use a smaller batch", f->max_batch,
+                   logit_bytes / 1048576.0);
+
+  CHECK_ST(gpu_tensor_upload(g, &f->tok_embd, &m->tok_embd));
+  if (m->tied_output || m->output.data == m->tok_embd.data) {
+    f->output = f->tok_embd;
+    f->output_is_embd = 1;
+  } else {
+    CHECK_ST(gpu_tensor_upload(g, &f->output, &m->output));
+  }
+  f->layers = calloc((size_t)c->n_layer, sizeof *f->layers);
+  f->k_pool = calloc((size_t)c->n_layer, sizeof *f->k_pool);
+  f->v_pool = calloc((size_t)c->n_layer, sizeof *f->v_pool);
+  if (!f->layers || !f->k_pool || !f->v_pool) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+
+  /* All norm vectors in one buffer: attn and ffn for each layer, then the final norm. */
+  uint64_t dimb = (uint64_t)c->dim * sizeof(float);
+  CHECK_ST(gpu_buf_create(g, &f->norms, dimb * (2 * (uint64_t)c->n_layer + 1), KS_MEM_DEVICE));
+  for (int l = 0; l < c->n_layer; l++) {
+    ks_fwd_layer *L = &f->layers[l];
+    const ks_layer *H = &m->layers[l];
+    L->attn_norm_off = dimb * (2 * (uint64_t)l);
+    L->ffn_norm_off = dimb * (2 * (uint64_t)l + 1);
+    CHECK_ST(gpu_upload(g, &f->norms, L->attn_norm_off, H->attn_norm.data, dimb));
+    CHECK_ST(gpu_upload(g, &f->norms, L->ffn_norm_off, H->ffn_norm.data, dimb));
+    CHECK_ST(upload_layer(g, L, H));
+    ks_progress("uploading layers", (uint64_t)l + 1, (uint64_t)c->n_layer);
+  }
+  CHECK_ST(gpu_upload(g, &f->norms, dimb * 2 * (uint64_t)c->n_layer, m->output_norm.data, dimb));
+
+  for (int l = 0; l < c->n_layer; l++) {
+    CHECK_ST(gpu_buf_create(g, &f->k_pool[l], pool_bytes, KS_MEM_DEVICE));
+    CHECK_ST(gpu_buf_create(g, &f->v_pool[l], pool_bytes, KS_MEM_DEVICE));
+  }
+  int n_table = (f->n_ctx + KS_KV_BLOCK - 1) / KS_KV_BLOCK;
+  CHECK_ST(gpu_buf_create(g, &f->table, (uint64_t)n_table * 4, KS_MEM_HOST));
+  for (int i = 0; i < n_table; i++) ((uint32_t *)f->table.map)[i] = (uint32_t)(i % f->n_blocks);
+
+  CHECK_ST(gpu_buf_create(g, &f->x, B * dimb, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->xb, B * wide * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->xb2, B * wide * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->q, B * qd * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->k, B * kvd * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->v, B * kvd * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->att, B * qd * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->hb, B * (uint64_t)c->hidden_dim * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->hb2, B * (uint64_t)c->hidden_dim * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->logits, logit_bytes, KS_MEM_HOST));
+  CHECK_ST(gpu_buf_create(g, &f->tokens, B * 4, KS_MEM_HOST));
+  CHECK_ST(gpu_buf_create(g, &f->step, sizeof(ks_step), KS_MEM_HOST));
+  CHECK_ST(gpu_buf_create(g, &f->probs, (uint64_t)c->n_head * f->n_ctx * 4, KS_MEM_HOST));
+  CHECK_ST(gpu_cmd_create(g, &f->cmd_prefill));
+  CHECK_ST(gpu_cmd_create(g, &f->cmd_decode));
+  return KS_OK;
+}
+
+ks_status forward_create(ks_forward **out, ks_gpu *gpu, const ks_model *m, int n_ctx,
+                         int max_batch, int n_blocks) {
+  *out = NULL;
+  if (n_ctx <= 0 || max_batch <= 0 || n_blocks < 0)
+    return ks_fail(KS_ERR_ARG, "bad forward sizes: n_ctx %d, batch %d, blocks %d", n_ctx,
+                   max_batch, n_blocks);
+  ks_forward *f = calloc(1, sizeof *f);
+  if (!f) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+  f->gpu = gpu;
+  f->m = m;
+  f->n_ctx = n_ctx;
+  f->max_batch = max_batch;
+  f->n_blocks = n_blocks ? n_blocks : (n_ctx + KS_KV_BLOCK - 1) / KS_KV_BLOCK;
+  f->watch_layer = -1;
+  f->decode_watch_layer = -1;
+  ks_status st = create_inner(f);
+  if (st != KS_OK) {
+    forward_destroy(f);
+    return st;
+  }
+  *out = f;
+  return KS_OK;
+}
+
+ks_status forward_set_table(ks_forward *f, const uint32_t *blocks, int n) {
+  int n_table = (f->n_ctx + KS_KV_BLOCK - 1) / KS_KV_BLOCK;
+  if (n < 0 || n > n_table) return ks_fail(KS_ERR_ARG, "block table of %d entries > %d", n, n_table);
+  for (int i = 0; i < n; i++)
+    if (blocks[i] >= (uint32_t)f->n_blocks)
+      return ks_fail(KS_ERR_ARG, "block id %u outside the pool of %d", blocks[i], f->n_blocks);
+  memcpy(f->table.map, blocks, (size_t)n * 4);
+  return KS_OK;
+}
+
+void forward_watch(ks_forward *f, int layer) {
+  f->watch_layer = (layer >= 0 && layer < f->m->cfg.n_layer) ? layer : -1;
+}
+
+const float *forward_probs(const ks_forward *f) { return f->probs.map; }
+
+uint64_t forward_kv_bytes(const ks_forward *f) {
+  return 2ull * f->m->cfg.n_layer * f->n_blocks * KS_KV_BLOCK * kv_dim(&f->m->cfg) * 4;
+}
+
+/* Records the graph for n tokens (tokens buffer and step buffer filled by the host before each
+ * submit). logits_rows: 1 = only the last token's logits (into logits row 0), n = every token. */
+static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {
+  const ks_config *c = &f->m->cfg;
+  const uint64_t dimb = (uint64_t)c->dim * 4;
+  ks_bref step = ks_ref(&f->step, 0), table = ks_ref(&f->table, 0);
+  op_embed(cmd, ks_ref(&f->x, 0), &f->tok_embd, ks_ref(&f->tokens, 0), n);
+  gpu_cmd_barrier(cmd);
+  for (int l = 0; l < c->n_layer; l++) {
+    ks_fwd_layer *L = &f->layers[l];
+    op_rmsnorm(cmd, ks_ref(&f->xb, 0), ks_ref(&f->x, 0), ks_ref(&f->norms, L->attn_norm_off), n,
+               c->dim, c->norm_eps);
+    gpu_cmd_barrier(cmd);
+    op_matmul(cmd, ks_ref(&f->q, 0), ks_ref(&f->xb, 0), &L->wq, n);
+    op_matmul(cmd, ks_ref(&f->k, 0), ks_ref(&f->xb, 0), &L->wk, n);
+    op_matmul(cmd, ks_ref(&f->v, 0), ks_ref(&f->xb, 0), &L->wv, n);
+    gpu_cmd_barrier(cmd);
+    op_rope(cmd, ks_ref(&f->q, 0), step, n, c->n_head, c->head_dim, c->rope_base, c->rope_neox);
+    op_rope(cmd, ks_ref(&f->k, 0), step, n, c->n_kv_head, c->head_dim, c->rope_base,
+            c->rope_neox);
+    gpu_cmd_barrier(cmd);
+    op_kv_write(cmd, ks_ref(&f->k_pool[l], 0), ks_ref(&f->k, 0), table, step, n, kv_dim(c));
+    op_kv_write(cmd, ks_ref(&f->v_pool[l], 0), ks_ref(&f->v, 0), table, step, n, kv_dim(c));
+    gpu_cmd_barrier(cmd);
+    ks_bref probs = {NULL, 0};
+    if (l == f->watch_layer) probs = ks_ref(&f->probs, 0);
+    op_attention(cmd, ks_ref(&f->att, 0), ks_ref(&f->q, 0), ks_ref(&f->k_pool[l], 0),
+                 ks_ref(&f->v_pool[l], 0), table, step, n, c->n_head, c->n_kv_head, c->head_dim,
+                 probs, f->n_ctx);
+    gpu_cmd_barrier(cmd);
+    op_matmul(cmd, ks_ref(&f->xb2, 0), ks_ref(&f->att, 0), &L->wo, n);
+    gpu_cmd_barrier(cmd);
+    op_add(cmd, ks_ref(&f->x, 0), ks_ref(&f->xb2, 0), n * c->dim);
+    gpu_cmd_barrier(cmd);
+    op_rmsnorm(cmd, ks_ref(&f->xb, 0), ks_ref(&f->x, 0), ks_ref(&f->norms, L->ffn_norm_off), n,
+               c->dim, c->norm_eps);
+    gpu_cmd_barrier(cmd);
+    op_matmul(cmd, ks_ref(&f->hb, 0), ks_ref(&f->xb, 0), &L->w_gate, n);
+    op_matmul(cmd, ks_ref(&f->hb2, 0), ks_ref(&f->xb, 0), &L->w_up, n);
+    gpu_cmd_barrier(cmd);
+    op_swiglu(cmd, ks_ref(&f->hb, 0), ks_ref(&f->hb, 0), ks_ref(&f->hb2, 0), n * c->hidden_dim);
+    gpu_cmd_barrier(cmd);
+    op_matmul(cmd, ks_ref(&f->xb2, 0), ks_ref(&f->hb, 0), &L->w_down, n);
+    gpu_cmd_barrier(cmd);
+    op_add(cmd, ks_ref(&f->x, 0), ks_ref(&f->xb2, 0), n * c->dim);
+    gpu_cmd_barrier(cmd);
+  }
+  /* Final norm and classifier only for the rows whose logits are wanted. Every op is
+   * batch-invariant, so the last row alone gives the same bits as the last of n rows. */
+  uint64_t first = (uint64_t)(n - logits_rows);
+  op_rmsnorm(cmd, ks_ref(&f->xb, 0), ks_ref(&f->x, first * dimb),
+             ks_ref(&f->norms, dimb * 2 * (uint64_t)c->n_layer), logits_rows, c->dim,
+             c->norm_eps);
+  gpu_cmd_barrier(cmd);
+  op_matmul(cmd, ks_ref(&f->logits, 0), ks_ref(&f->xb, 0), &f->output, logits_rows);
+  gpu_cmd_barrier(cmd);
+}
+
+static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
+                           int all_logits) {
+  const ks_config *c = &f->m->cfg;
+  for (int i = 0; i < n; i++) {
+    if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+      return ks_fail(KS_ERR_ARG, "token id %d outside the vocabulary (%d)", tokens[i],
+                     c->vocab_size);
+    ((uint32_t *)f->tokens.map)[i] = (uint32_t)tokens[i];
+  }
+  ks_step st = {0};
+  st.pos0 = (uint32_t)pos0;
+  memcpy(f->step.map, &st, sizeof st);
+  int rows = all_logits ? n : 1;
+  ks_cmd *cmd;
+  if (n == 1) {
+    cmd = f->cmd_decode;
+    if (!f->decode_recorded || f->decode_watch_layer != f->watch_layer) {
+      CHECK_ST(gpu_cmd_begin(cmd));
+      record_graph(f, cmd, 1, 1);
+      CHECK_ST(gpu_cmd_end(cmd));
+      f->decode_recorded = 1;
+      f->decode_watch_layer = f->watch_layer;
+      f->counters.decode_records++;
+    } else {
+      f->counters.decode_replays++;
+    }
+  } else {
+    cmd = f->cmd_prefill;
+    CHECK_ST(gpu_cmd_begin(cmd));
+    record_graph(f, cmd, n, rows);
+    CHECK_ST(gpu_cmd_end(cmd));
+  }
+  CHECK_ST(gpu_cmd_submit(cmd));
+  CHECK_ST(gpu_cmd_wait(cmd));
+  f->counters.kv_rows_written += (uint64_t)n;
+  for (int i = 0; i < n; i++) f->counters.kv_rows_attended += (uint64_t)(pos0 + i + 1);
+  if (logits) memcpy(logits, f->logits.map, (size_t)rows * c->vocab_size * sizeof(float));
+  return KS_OK;
+}
+
+ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
+                       int all_logits) {
+  if (n <= 0) return ks_fail(KS_ERR_ARG, "nothing to evaluate");
+  if (pos0 < 0 || pos0 + n > f->n_ctx)
+    return ks_fail(KS_ERR_ARG, "positions %d..%d are outside the context of %d tokens", pos0,
+                   pos0 + n - 1, f->n_ctx);
+  const int vocab = f->m->cfg.vocab_size;
+  for (int done = 0; done < n;) {
+    int chunk = KS_MIN(f->max_batch, n - done);
+    int last = done + chunk == n;
+    float *dst = NULL;
+    if (logits && all_logits) dst = logits + (size_t)done * vocab;
+    else if (logits && last) dst = logits;
+    CHECK_ST(run_chunk(f, tokens + done, chunk, pos0 + done, dst, all_logits));
+    done += chunk;
+  }
+  return KS_OK;
+}

@@ -1,0 +1,142 @@
+/* gpu.h — the Vulkan layer: device choice and feature probing, buffers, weight upload (sliced
+ * to respect maxStorageBufferRange), reusable command buffers, and one recording function per
+ * op. forward.c composes the ops into the transformer; it never touches Vulkan objects itself.
+ *
+ * Invariants every op keeps (the prompt cache and the viewer rely on them):
+ *  - Batch invariance: the value computed for one token row never depends on how many rows were
+ *    recorded with it (n_tok), nor on its index in the batch: reduction orders depend only on the
+ *    row length / number of keys and on fixed workgroup sizes. So a prefix computed cold and one
+ *    served from the cache give the same bits.
+ *  - Positions come from a small `step` buffer (ks_step), not from push constants, so a decode step
+ *    recorded once can be replayed after the host rewrites that buffer.
+ *  - K/V live in a paged pool: per layer a buffer of (n_blocks, KS_KV_BLOCK, kv_dim) f32 rows, and
+ *    a block table (u32 per logical block) maps logical position p to row
+ *    table[p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK. */
+#ifndef KS_GPU_H
+#define KS_GPU_H
+#include <stdint.h>
+#include <stdio.h>
+#include <vulkan/vulkan.h>
+
+#include "common.h"
+#include "model.h"
+
+#define KS_KV_BLOCK 16 /* positions per K/V block */
+
+typedef struct {
+  char name[256];
+  char driver[256];           /* driver name + info */
+  uint32_t api_version, driver_version, vendor_id, device_id;
+  VkPhysicalDeviceType type;
+  uint32_t subgroup_size;
+  int subgroup_arith;         /* subgroup arithmetic ops in compute */
+  int fp16_arith, int8_arith; /* shaderFloat16 / shaderInt8 */
+  int storage16, storage8;    /* 16/8-bit storage buffer access */
+  int coopmat_nv, coopmat_khr;
+  uint64_t max_storage_range; /* maxStorageBufferRange */
+  uint64_t min_storage_align; /* minStorageBufferOffsetAlignment */
+  uint64_t device_local_bytes;
+  uint32_t max_wg_invocations, max_shared_bytes;
+  float timestamp_period_ns;
+} ks_gpu_info;
+
+typedef struct ks_gpu ks_gpu;
+
+/* device_index < 0: $KVSCOPE_DEVICE if set, else the first discrete/integrated GPU, else 0.
+ * $KVSCOPE_VALIDATION=1 enables VK_LAYER_KHRONOS_validation; every message is printed to stderr
+ * and counted (gpu_validation_count). No device: KS_ERR_VULKAN with a message naming the
+ * packages (mesa-vulkan-drivers provides lavapipe; libvulkan1 the loader). */
+ks_status gpu_create(ks_gpu **out, int device_index);
+void gpu_destroy(ks_gpu *g);
+const ks_gpu_info *gpu_info(const ks_gpu *g);
+int gpu_device_index(const ks_gpu *g);
+/* Number of Vulkan devices; -1 (and message) if no loader/instance. */
+int gpu_count_devices(void);
+/* Prints every device: name, type, driver, API version, subgroup size, memory, features used. */
+ks_status gpu_list_devices(FILE *f);
+uint64_t gpu_validation_count(void);
+/* Live device allocations (buffers + memory); 0 after everything is destroyed. */
+int64_t gpu_live_allocations(const ks_gpu *g);
+
+typedef enum { KS_MEM_DEVICE = 0, KS_MEM_HOST = 1 } ks_mem; /* HOST: host-visible, mapped */
+typedef struct {
+  VkBuffer buf;
+  VkDeviceMemory mem;
+  uint64_t size;
+  void *map; /* non-NULL for KS_MEM_HOST */
+} ks_buf;
+
+ks_status gpu_buf_create(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind);
+void gpu_buf_destroy(ks_gpu *g, ks_buf *b); /* accepts a zeroed/destroyed buffer */
+ks_status gpu_upload(ks_gpu *g, ks_buf *dst, uint64_t off, const void *src, uint64_t n);
+ks_status gpu_download(ks_gpu *g, const ks_buf *src, uint64_t off, void *dst, uint64_t n);
+ks_status gpu_fill_u32(ks_gpu *g, ks_buf *dst, uint64_t off, uint64_t n, uint32_t word);
+
+/* A weight tensor on the device, split by whole rows into slices of at most
+ * maxStorageBufferRange bytes (one slice in the common case). */
+typedef struct {
+  ks_type type;
+  int64_t ne[2];
+  int n_slices;
+  int64_t rows_per_slice;
+  ks_buf *slices;
+} ks_gpu_tensor;
+ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host);
+void gpu_tensor_free(ks_gpu *g, ks_gpu_tensor *t);
+
+/* A region of a buffer; off in bytes (any multiple of 4: ops handle descriptor alignment). */
+typedef struct {
+  const ks_buf *b;
+  uint64_t off;
+} ks_bref;
+static inline ks_bref ks_ref(const ks_buf *b, uint64_t off) {
+  ks_bref r = {b, off};
+  return r;
+}
+
+/* The per-step values shaders read from memory (host writes it before submit/replay). */
+typedef struct {
+  uint32_t pos0; /* position of the first token of this batch */
+  uint32_t pad[3];
+} ks_step;
+
+/* A reusable command buffer with its own descriptor pool and fence. Record once, submit many
+ * times (descriptor sets stay valid until the next gpu_cmd_begin). */
+typedef struct ks_cmd ks_cmd;
+ks_status gpu_cmd_create(ks_gpu *g, ks_cmd **out);
+void gpu_cmd_destroy(ks_cmd *c);
+ks_status gpu_cmd_begin(ks_cmd *c);
+void gpu_cmd_barrier(ks_cmd *c); /* compute writes -> compute reads/writes and transfers */
+ks_status gpu_cmd_end(ks_cmd *c);
+ks_status gpu_cmd_submit(ks_cmd *c);
+ks_status gpu_cmd_wait(ks_cmd *c);
+/* Status of recording: the first failure (descriptor pool exhausted, bad shape) is kept and
+ * returned by gpu_cmd_end. */
+
+/* --- ops (all activations f32, row-major, rows are tokens) --- */
+/* out (n_tok, dim) = rows tokens[i] of emb (dequantised). tokens: (n_tok) u32. */
+void op_embed(ks_cmd *c, ks_bref out, const ks_gpu_tensor *emb, ks_bref tokens, int n_tok);
+/* out (n_tok, n) = rmsnorm of each row of x with weight w (n) f32. out may equal x. */
+void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, float eps);
+/* out (n_tok, W.ne[1]) = x (n_tok, W.ne[0]) · Wᵀ, any supported weight type. */
+void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok);
+/* In place on x (n_tok, n_heads*head_dim): token i is at position step.pos0 + i. */
+void op_rope(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
+             float base, int neox);
+/* Writes src (n_tok, kv_dim) rows into the paged pool `cache` at positions step.pos0 + i. */
+void op_kv_write(ks_cmd *c, ks_bref cache, ks_bref src, ks_bref table, ks_bref step, int n_tok,
+                 int kv_dim);
+/* Causal attention: query row i (position p = step.pos0 + i) over cached positions 0..p.
+ * q, out: (n_tok, n_head*head_dim). probs: if .b != NULL, the softmax rows of the LAST token,
+ * (n_head, probs_stride) f32, positions 0..p, computed inside the same kernel. */
+void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
+                  ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
+                  int head_dim, ks_bref probs, int probs_stride);
+/* out (n) = silu(gate) * up */
+void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n);
+/* x (n) += y (n) */
+void op_add(ks_cmd *c, ks_bref x, ks_bref y, int n);
+/* dst = src, n bytes (multiple of 4) */
+void op_copy(ks_cmd *c, ks_bref dst, ks_bref src, uint64_t n);
+
+#endif
