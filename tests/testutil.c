@@ -45,7 +45,7 @@ const char *ks_shared_file(const char *rel) {
 const char *ks_test_tmpdir(const char *test_name) {
   static char b[4096];
   snprintf(b, sizeof b, "%s/test-tmp/%s", KS_BINARY_DIR, test_name);
-  char cmd[4200];
+  char cmd[8400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", b, b);
   if (system(cmd) != 0) {
     fprintf(stderr, "cannot create %s\n", b);
