@@ -38,6 +38,8 @@ typedef struct {
   uint64_t device_local_bytes;
   uint32_t max_wg_invocations, max_shared_bytes;
   float timestamp_period_ns;
+  int robust_access;          /* robustBufferAccess enabled (on when supported; KVSCOPE_ROBUST=0 off) */
+  int timestamps;             /* the compute queue writes timestamps (gpu_cmd_timestamp) */
 } ks_gpu_info;
 
 typedef struct ks_gpu ks_gpu;
@@ -70,10 +72,15 @@ ks_status gpu_buf_create(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind);
 void gpu_buf_destroy(ks_gpu *g, ks_buf *b); /* accepts a zeroed/destroyed buffer */
 ks_status gpu_upload(ks_gpu *g, ks_buf *dst, uint64_t off, const void *src, uint64_t n);
 ks_status gpu_download(ks_gpu *g, const ks_buf *src, uint64_t off, void *dst, uint64_t n);
+/* n bytes (off and n multiples of 4) set to copies of `word`. */
 ks_status gpu_fill_u32(ks_gpu *g, ks_buf *dst, uint64_t off, uint64_t n, uint32_t word);
+/* The uploads that follow (gpu_upload, gpu_tensor_upload) report ks_progress(what, done, total)
+ * until total_bytes have gone up. A single tensor of 64 MiB or more reports on its own. */
+void gpu_upload_progress(ks_gpu *g, const char *what, uint64_t total_bytes);
 
 /* A weight tensor on the device, split by whole rows into slices of at most
- * maxStorageBufferRange bytes (one slice in the common case). */
+ * maxStorageBufferRange bytes (one slice in the common case; $KVSCOPE_MAX_BUFFER_RANGE, read by
+ * gpu_create, lowers the cap so tests exercise several slices). BF16 is widened to F32. */
 typedef struct {
   ks_type type;
   int64_t ne[2];
@@ -112,6 +119,11 @@ ks_status gpu_cmd_submit(ks_cmd *c);
 ks_status gpu_cmd_wait(ks_cmd *c);
 /* Status of recording: the first failure (descriptor pool exhausted, bad shape) is kept and
  * returned by gpu_cmd_end. */
+/* GPU timestamps: records one after all work recorded so far and returns its index (0, 1, ...
+ * per recording), or -1 when the device has no timestamps. After gpu_cmd_wait,
+ * gpu_cmd_timestamps gives the first n of them in ns relative to timestamp 0. */
+int gpu_cmd_timestamp(ks_cmd *c);
+ks_status gpu_cmd_timestamps(ks_cmd *c, double *ns, int n);
 
 /* --- ops (all activations f32, row-major, rows are tokens) --- */
 /* out (n_tok, dim) = rows tokens[i] of emb (dequantised). tokens: (n_tok) u32. */
