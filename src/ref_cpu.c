@@ -1,0 +1,263 @@
+/* ref_cpu.c — the plain C reference of every op and of the one-token-at-a-time forward pass.
+ * It follows llama2.c run.c's arithmetic operation for operation (float accumulators summed in
+ * index order, the same expressions for RMSNorm, RoPE, the attention scale and softmax), so
+ * that with an f32 llama2.c checkpoint its greedy tokens are run.c's tokens. It is the oracle
+ * the GPU kernels are tested against; it is not fast and not parallel, on purpose. */
+#include "ref_cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ref_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+  float ss = 0.0f;
+  for (int j = 0; j < n; j++) ss += x[j] * x[j];
+  ss /= n;
+  ss += eps;
+  ss = 1.0f / sqrtf(ss);
+  for (int j = 0; j < n; j++) out[j] = w[j] * (ss * x[j]);
+}
+
+/* Dequantising chunk: a multiple of every block size, small enough for the stack. The dot
+ * product is still summed in index order, so chunking does not change a single bit. */
+#define REF_CHUNK 256
+
+static float dot_row(const ks_tensor *w, int64_t row, const float *x) {
+  const int64_t n = w->ne[0];
+  if (w->type == KS_TYPE_F32) {
+    const float *r = (const float *)w->data + row * n;
+    float val = 0.0f;
+    for (int64_t j = 0; j < n; j++) val += r[j] * x[j];
+    return val;
+  }
+  const unsigned char *r = (const unsigned char *)w->data + (size_t)row * ks_type_row_bytes(w->type, n);
+  float buf[REF_CHUNK];
+  float val = 0.0f;
+  for (int64_t j0 = 0; j0 < n; j0 += REF_CHUNK) {
+    const int64_t len = KS_MIN((int64_t)REF_CHUNK, n - j0);
+    ks_dequant_row(w->type, r + ks_type_row_bytes(w->type, j0), buf, len);
+    for (int64_t j = 0; j < len; j++) val += buf[j] * x[j0 + j];
+  }
+  return val;
+}
+
+void ref_matmul(float *out, const float *x, const ks_tensor *w, int n_tok) {
+  const int64_t n = w->ne[0], d = w->ne[1];
+  for (int t = 0; t < n_tok; t++)
+    for (int64_t i = 0; i < d; i++) out[(int64_t)t * d + i] = dot_row(w, i, x + (int64_t)t * n);
+}
+
+void ref_embed(float *out, const ks_tensor *emb, int token) {
+  const int64_t n = emb->ne[0];
+  const size_t rb = ks_type_row_bytes(emb->type, n);
+  const unsigned char *r = (const unsigned char *)emb->data + (size_t)token * rb;
+  if (emb->type == KS_TYPE_F32) memcpy(out, r, (size_t)n * sizeof(float));
+  else ks_dequant_row(emb->type, r, out, n);
+}
+
+static void rotate(float *a, float *b, float fcr, float fci) {
+  const float v0 = *a, v1 = *b;
+  *a = v0 * fcr - v1 * fci;
+  *b = v0 * fci + v1 * fcr;
+}
+
+void ref_rope(float *x, int n_heads, int head_dim, int pos, float base, int neox) {
+  const int half = head_dim / 2;
+  for (int i = 0; i < half; i++) {
+    /* run.c: freq = 1 / base^(j / head_dim) for the even element index j = 2i */
+    const float freq = 1.0f / powf(base, (float)(2 * i) / (float)head_dim);
+    const float val = pos * freq;
+    const float fcr = cosf(val), fci = sinf(val);
+    for (int h = 0; h < n_heads; h++) {
+      float *hx = x + (size_t)h * head_dim;
+      if (neox) rotate(&hx[i], &hx[i + half], fcr, fci);
+      else rotate(&hx[2 * i], &hx[2 * i + 1], fcr, fci);
+    }
+  }
+}
+
+void ref_softmax(float *x, int n) {
+  float max_val = x[0];
+  for (int i = 1; i < n; i++)
+    if (x[i] > max_val) max_val = x[i];
+  float sum = 0.0f;
+  for (int i = 0; i < n; i++) {
+    x[i] = expf(x[i] - max_val);
+    sum += x[i];
+  }
+  for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+void ref_swiglu(float *out, const float *gate, const float *up, int n) {
+  for (int i = 0; i < n; i++) {
+    float val = gate[i];
+    val *= 1.0f / (1.0f + expf(-val)); /* silu */
+    val *= up[i];
+    out[i] = val;
+  }
+}
+
+static float score(const float *q, const float *k, int head_dim) {
+  float s = 0.0f;
+  for (int i = 0; i < head_dim; i++) s += q[i] * k[i];
+  return s / sqrtf((float)head_dim); /* run.c divides; a reciprocal multiply differs in ulps */
+}
+
+/* One query head over n_pos cached rows. With `att` (n_pos floats) the softmax row is kept
+ * there; without, the scores are recomputed in each pass (bit-identical, no allocation). */
+static void attend_head(float *out, float *att, const float *q, const float *k, const float *v,
+                        int n_pos, int kv_stride, int head_dim) {
+  memset(out, 0, (size_t)head_dim * sizeof(float));
+  if (att) {
+    for (int t = 0; t < n_pos; t++) att[t] = score(q, k + (size_t)t * kv_stride, head_dim);
+    ref_softmax(att, n_pos);
+    for (int t = 0; t < n_pos; t++) {
+      const float a = att[t];
+      const float *vt = v + (size_t)t * kv_stride;
+      for (int i = 0; i < head_dim; i++) out[i] += a * vt[i];
+    }
+    return;
+  }
+  float max_val = score(q, k, head_dim);
+  for (int t = 1; t < n_pos; t++) {
+    const float s = score(q, k + (size_t)t * kv_stride, head_dim);
+    if (s > max_val) max_val = s;
+  }
+  float sum = 0.0f;
+  for (int t = 0; t < n_pos; t++) sum += expf(score(q, k + (size_t)t * kv_stride, head_dim) - max_val);
+  for (int t = 0; t < n_pos; t++) {
+    const float a = expf(score(q, k + (size_t)t * kv_stride, head_dim) - max_val) / sum;
+    const float *vt = v + (size_t)t * kv_stride;
+    for (int i = 0; i < head_dim; i++) out[i] += a * vt[i];
+  }
+}
+
+/* probs rows are probs_stride apart: n_pos for ref_attention's caller, n_ctx in ref_state. */
+static void attention(float *out, float *probs, int probs_stride, const float *q, const float *k,
+                      const float *v, int n_pos, int kv_stride, int n_head, int n_kv_head,
+                      int head_dim) {
+  const int kv_mul = n_head / n_kv_head;
+  for (int h = 0; h < n_head; h++) {
+    const size_t kv_off = (size_t)(h / kv_mul) * head_dim;
+    attend_head(out + (size_t)h * head_dim, probs ? probs + (size_t)h * probs_stride : NULL,
+                q + (size_t)h * head_dim, k + kv_off, v + kv_off, n_pos, kv_stride, head_dim);
+  }
+}
+
+void ref_attention(float *out, float *probs, const float *q, const float *k, const float *v,
+                   int n_pos, int kv_stride, int n_head, int n_kv_head, int head_dim) {
+  attention(out, probs, n_pos, q, k, v, n_pos, kv_stride, n_head, n_kv_head, head_dim);
+}
+
+/* ---- whole model ---- */
+
+static float *alloc_floats(size_t n, int *failed) {
+  float *p = calloc(n ? n : 1, sizeof(float));
+  if (!p) *failed = 1;
+  return p;
+}
+
+ks_status ref_state_init(ref_state *s, const ks_model *m, int n_ctx) {
+  memset(s, 0, sizeof *s);
+  const ks_config *c = &m->cfg;
+  if (n_ctx <= 0)
+    return ks_fail(KS_ERR_ARG, "reference state needs a positive context length, got %d", n_ctx);
+  const size_t q_dim = (size_t)c->n_head * c->head_dim, kv_dim = (size_t)c->n_kv_head * c->head_dim;
+  const size_t scratch = KS_MAX(KS_MAX((size_t)c->dim, q_dim), (size_t)c->hidden_dim);
+  const size_t cache = (size_t)c->n_layer * (size_t)n_ctx * kv_dim;
+  s->m = m;
+  s->n_ctx = n_ctx;
+  int failed = 0;
+  s->k_cache = alloc_floats(cache, &failed);
+  s->v_cache = alloc_floats(cache, &failed);
+  /* x, xb, xb2 hold a dim vector or a q_dim attention output: size them for both */
+  s->x = alloc_floats(scratch, &failed);
+  s->xb = alloc_floats(scratch, &failed);
+  s->xb2 = alloc_floats(scratch, &failed);
+  s->q = alloc_floats(q_dim, &failed);
+  s->k = alloc_floats(kv_dim, &failed);
+  s->v = alloc_floats(kv_dim, &failed);
+  s->hb = alloc_floats((size_t)c->hidden_dim, &failed);
+  s->hb2 = alloc_floats((size_t)c->hidden_dim, &failed);
+  s->probs = alloc_floats((size_t)c->n_layer * c->n_head * (size_t)n_ctx, &failed);
+  s->logits = alloc_floats((size_t)c->vocab_size, &failed);
+  if (failed) {
+    ref_state_deinit(s);
+    return ks_fail(KS_ERR_NOMEM, "out of host memory for the CPU reference state (context %d, "
+                   "%.1f MiB of K/V cache)", n_ctx, 2.0 * cache * sizeof(float) / 1048576.0);
+  }
+  return KS_OK;
+}
+
+void ref_state_deinit(ref_state *s) {
+  if (!s) return;
+  free(s->k_cache);
+  free(s->v_cache);
+  free(s->x);
+  free(s->xb);
+  free(s->xb2);
+  free(s->q);
+  free(s->k);
+  free(s->v);
+  free(s->hb);
+  free(s->hb2);
+  free(s->probs);
+  free(s->logits);
+  memset(s, 0, sizeof *s);
+}
+
+/* A norm weight vector as f32: the file's bytes when already f32, else dequantised into tmp. */
+static const float *norm_weights(const ks_tensor *t, float *tmp) {
+  if (t->type == KS_TYPE_F32) return t->data;
+  ks_dequant_row(t->type, t->data, tmp, t->ne[0]);
+  return tmp;
+}
+
+/* Returns NULL (and records why) when token or pos is out of range. */
+const float *ref_forward(ref_state *s, int token, int pos) {
+  const ks_model *m = s->m;
+  const ks_config *c = &m->cfg;
+  if (pos < 0 || pos >= s->n_ctx) {
+    ks_fail(KS_ERR_ARG, "position %d is outside the reference context of %d", pos, s->n_ctx);
+    return NULL;
+  }
+  if (token < 0 || token >= c->vocab_size) {
+    ks_fail(KS_ERR_ARG, "token id %d is outside the vocabulary of %d", token, c->vocab_size);
+    return NULL;
+  }
+  const int dim = c->dim, hd = c->head_dim, hidden = c->hidden_dim;
+  const int kv_dim = c->n_kv_head * hd;
+  float *x = s->x;
+
+  ref_embed(x, &m->tok_embd, token);
+  for (int l = 0; l < c->n_layer; l++) {
+    const ks_layer *L = &m->layers[l];
+    const size_t loff = (size_t)l * s->n_ctx * kv_dim;
+    float *kc = s->k_cache + loff, *vc = s->v_cache + loff;
+
+    /* xb2 is free until the output projection: it holds dequantised norm weights if needed */
+    ref_rmsnorm(s->xb, x, norm_weights(&L->attn_norm, s->xb2), dim, c->norm_eps);
+    ref_matmul(s->q, s->xb, &L->wq, 1);
+    ref_matmul(s->k, s->xb, &L->wk, 1);
+    ref_matmul(s->v, s->xb, &L->wv, 1);
+    ref_rope(s->q, c->n_head, hd, pos, c->rope_base, c->rope_neox);
+    ref_rope(s->k, c->n_kv_head, hd, pos, c->rope_base, c->rope_neox);
+    memcpy(kc + (size_t)pos * kv_dim, s->k, (size_t)kv_dim * sizeof(float));
+    memcpy(vc + (size_t)pos * kv_dim, s->v, (size_t)kv_dim * sizeof(float));
+
+    attention(s->xb, s->probs + (size_t)l * c->n_head * s->n_ctx, s->n_ctx, s->q, kc, vc, pos + 1,
+              kv_dim, c->n_head, c->n_kv_head, hd);
+    ref_matmul(s->xb2, s->xb, &L->wo, 1);
+    for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
+
+    ref_rmsnorm(s->xb, x, norm_weights(&L->ffn_norm, s->xb2), dim, c->norm_eps);
+    ref_matmul(s->hb, s->xb, &L->w_gate, 1);
+    ref_matmul(s->hb2, s->xb, &L->w_up, 1);
+    ref_swiglu(s->hb, s->hb, s->hb2, hidden);
+    ref_matmul(s->xb, s->hb, &L->w_down, 1);
+    for (int i = 0; i < dim; i++) x[i] += s->xb[i];
+  }
+  ref_rmsnorm(x, x, norm_weights(&m->output_norm, s->xb2), dim, c->norm_eps);
+  ref_matmul(s->logits, x, &m->output, 1);
+  return s->logits;
+}
