@@ -135,7 +135,10 @@ void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_
 /* In place on x (n_tok, n_heads*head_dim): token i is at position step.pos0 + i. */
 void op_rope(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
              float base, int neox);
-/* Writes src (n_tok, kv_dim) rows into the paged pool `cache` at positions step.pos0 + i. */
+/* Writes src (n_tok, kv_dim) rows into the paged pool `cache` at positions step.pos0 + i.
+ * The pool, table and probs regions are bound from their offset to the end of their buffer
+ * (which rows are touched is only known on the GPU), capped at maxStorageBufferRange: a layer's
+ * pool must fit in that range from its offset (128 MiB on lavapipe). */
 void op_kv_write(ks_cmd *c, ks_bref cache, ks_bref src, ks_bref table, ks_bref step, int n_tok,
                  int kv_dim);
 /* Causal attention: query row i (position p = step.pos0 + i) over cached positions 0..p.

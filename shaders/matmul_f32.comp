@@ -1,0 +1,5 @@
+#version 450
+// matmul_f32 — out = x · Wᵀ with f32 weights; the kernel is matmul.glsl.
+#extension GL_GOOGLE_include_directive : require
+#define WTYPE 0
+#include "matmul.glsl"

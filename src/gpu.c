@@ -1,0 +1,868 @@
+/* gpu.c — the device side of gpu.h: Vulkan instance (validation layer on request), device
+ * enumeration, choice and listing, feature probing, the logical device, buffers, staging
+ * uploads/downloads/fills and sliced weight tensors. Command buffers, pipelines and the ops are
+ * in gpu_ops.c; this file records no compute work. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_internal.h"
+#include "quant.h"
+
+static const char *k_no_device_help =
+    "install a Vulkan driver: on Debian/Ubuntu `apt-get install mesa-vulkan-drivers` provides "
+    "lavapipe (a conformant Vulkan driver that runs on the CPU), and libvulkan1 provides the "
+    "Vulkan loader; GPU vendors ship their own drivers";
+
+const char *gpu_vk_result_name(VkResult r) {
+  switch (r) {
+#define R_(x) case x: return #x
+    R_(VK_SUCCESS);
+    R_(VK_NOT_READY);
+    R_(VK_TIMEOUT);
+    R_(VK_EVENT_SET);
+    R_(VK_EVENT_RESET);
+    R_(VK_INCOMPLETE);
+    R_(VK_ERROR_OUT_OF_HOST_MEMORY);
+    R_(VK_ERROR_OUT_OF_DEVICE_MEMORY);
+    R_(VK_ERROR_INITIALIZATION_FAILED);
+    R_(VK_ERROR_DEVICE_LOST);
+    R_(VK_ERROR_MEMORY_MAP_FAILED);
+    R_(VK_ERROR_LAYER_NOT_PRESENT);
+    R_(VK_ERROR_EXTENSION_NOT_PRESENT);
+    R_(VK_ERROR_FEATURE_NOT_PRESENT);
+    R_(VK_ERROR_INCOMPATIBLE_DRIVER);
+    R_(VK_ERROR_TOO_MANY_OBJECTS);
+    R_(VK_ERROR_FORMAT_NOT_SUPPORTED);
+    R_(VK_ERROR_FRAGMENTED_POOL);
+    R_(VK_ERROR_UNKNOWN);
+    R_(VK_ERROR_OUT_OF_POOL_MEMORY);
+    R_(VK_ERROR_INVALID_EXTERNAL_HANDLE);
+    R_(VK_ERROR_FRAGMENTATION);
+    R_(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS);
+    R_(VK_PIPELINE_COMPILE_REQUIRED);
+#undef R_
+  default: return "VK_RESULT_UNKNOWN";
+  }
+}
+
+/* ---------------------------------------------------------------- instance and validation */
+
+static atomic_uint_fast64_t g_validation_msgs;
+
+uint64_t gpu_validation_count(void) { return (uint64_t)atomic_load(&g_validation_msgs); }
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBitsEXT sev,
+                                               VkDebugUtilsMessageTypeFlagsEXT types,
+                                               const VkDebugUtilsMessengerCallbackDataEXT *d,
+                                               void *user) {
+  (void)types;
+  (void)user;
+  atomic_fetch_add(&g_validation_msgs, 1);
+  fprintf(stderr, "vulkan %s: %s\n",
+          (sev & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) ? "validation error"
+                                                                 : "validation warning",
+          d && d->pMessage ? d->pMessage : "(no message)");
+  return VK_FALSE;
+}
+
+static int env_flag(const char *name) {
+  const char *e = getenv(name);
+  return e && *e && strcmp(e, "0") != 0;
+}
+
+static int has_layer(const char *name) {
+  uint32_t n = 0;
+  if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return 0;
+  VkLayerProperties *p = calloc(n, sizeof *p);
+  if (!p) return 0;
+  int found = 0;
+  if (vkEnumerateInstanceLayerProperties(&n, p) == VK_SUCCESS)
+    for (uint32_t i = 0; i < n; i++)
+      if (strcmp(p[i].layerName, name) == 0) found = 1;
+  free(p);
+  return found;
+}
+
+static int has_instance_ext(const char *name) {
+  uint32_t n = 0;
+  if (vkEnumerateInstanceExtensionProperties(NULL, &n, NULL) != VK_SUCCESS || n == 0) return 0;
+  VkExtensionProperties *p = calloc(n, sizeof *p);
+  if (!p) return 0;
+  int found = 0;
+  if (vkEnumerateInstanceExtensionProperties(NULL, &n, p) == VK_SUCCESS)
+    for (uint32_t i = 0; i < n; i++)
+      if (strcmp(p[i].extensionName, name) == 0) found = 1;
+  free(p);
+  return found;
+}
+
+static VkDebugUtilsMessengerCreateInfoEXT messenger_info(void) {
+  VkDebugUtilsMessengerCreateInfoEXT mi = {
+      .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+      .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                         VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+      .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                     VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                     VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+      .pfnUserCallback = debug_cb,
+  };
+  return mi;
+}
+
+/* Creates the instance; with want_validation, enables the Khronos layer and a messenger when
+ * present (says so on stderr when absent). */
+static ks_status create_instance(VkInstance *out, VkDebugUtilsMessengerEXT *messenger,
+                                 int want_validation) {
+  *out = VK_NULL_HANDLE;
+  if (messenger) *messenger = VK_NULL_HANDLE;
+  const char *exts[4];
+  uint32_t n_ext = 0;
+  const char *layers[1];
+  uint32_t n_layer = 0;
+  VkInstanceCreateFlags flags = 0;
+  if (has_instance_ext(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
+    exts[n_ext++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
+    flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
+  }
+  int validation = 0;
+  if (want_validation) {
+    if (!has_layer("VK_LAYER_KHRONOS_validation")) {
+      fprintf(stderr, "kvscope: KVSCOPE_VALIDATION is set but VK_LAYER_KHRONOS_validation is not "
+                      "installed (Debian: apt-get install vulkan-validationlayers); running "
+                      "without validation\n");
+    } else if (!has_instance_ext(VK_EXT_DEBUG_UTILS_EXTENSION_NAME)) {
+      fprintf(stderr, "kvscope: validation requested but VK_EXT_debug_utils is missing; running "
+                      "without validation\n");
+    } else {
+      layers[n_layer++] = "VK_LAYER_KHRONOS_validation";
+      exts[n_ext++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+      validation = 1;
+    }
+  }
+  VkApplicationInfo app = {
+      .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+      .pApplicationName = "kvscope",
+      .applicationVersion = 1,
+      .pEngineName = "kvscope",
+      .engineVersion = 1,
+      .apiVersion = VK_API_VERSION_1_2,
+  };
+  VkDebugUtilsMessengerCreateInfoEXT mi = messenger_info();
+  VkInstanceCreateInfo ci = {
+      .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+      .pNext = validation ? &mi : NULL,
+      .flags = flags,
+      .pApplicationInfo = &app,
+      .enabledLayerCount = n_layer,
+      .ppEnabledLayerNames = layers,
+      .enabledExtensionCount = n_ext,
+      .ppEnabledExtensionNames = exts,
+  };
+  VkResult r = vkCreateInstance(&ci, NULL, out);
+  if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED) {
+    *out = VK_NULL_HANDLE;
+    return ks_fail(KS_ERR_VULKAN, "no Vulkan driver found (vkCreateInstance: %s): %s",
+                   gpu_vk_result_name(r), k_no_device_help);
+  }
+  if (r != VK_SUCCESS) {
+    *out = VK_NULL_HANDLE;
+    return ks_fail(KS_ERR_VULKAN, "vkCreateInstance failed: %s (%s:%d)", gpu_vk_result_name(r),
+                   __FILE__, __LINE__);
+  }
+  if (validation && messenger) {
+    PFN_vkCreateDebugUtilsMessengerEXT create =
+        (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(*out,
+                                                                  "vkCreateDebugUtilsMessengerEXT");
+    if (create) VK_CHECK(create(*out, &mi, NULL, messenger));
+  }
+  return KS_OK;
+}
+
+static void destroy_instance(VkInstance inst, VkDebugUtilsMessengerEXT messenger) {
+  if (!inst) return;
+  if (messenger) {
+    PFN_vkDestroyDebugUtilsMessengerEXT destroy =
+        (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(
+            inst, "vkDestroyDebugUtilsMessengerEXT");
+    if (destroy) destroy(inst, messenger, NULL);
+  }
+  vkDestroyInstance(inst, NULL);
+}
+
+static ks_status enumerate(VkInstance inst, VkPhysicalDevice **out, uint32_t *n) {
+  *out = NULL;
+  *n = 0;
+  VK_CHECK(vkEnumeratePhysicalDevices(inst, n, NULL));
+  if (*n == 0) return KS_OK;
+  *out = calloc(*n, sizeof **out);
+  if (!*out) return ks_fail(KS_ERR_NOMEM, "out of host memory listing Vulkan devices");
+  VkResult r = vkEnumeratePhysicalDevices(inst, n, *out);
+  if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+    free(*out);
+    *out = NULL;
+    return ks_fail(KS_ERR_VULKAN, "vkEnumeratePhysicalDevices failed: %s (%s:%d)",
+                   gpu_vk_result_name(r), __FILE__, __LINE__);
+  }
+  return KS_OK;
+}
+
+/* ---------------------------------------------------------------- feature probing */
+
+typedef struct {
+  int portability_subset;
+  int robust_access;  /* robustBufferAccess supported */
+  int timestamps;     /* compute queue has timestampValidBits and timestampComputeAndGraphics */
+  uint32_t qfam;      /* first queue family with compute */
+  int has_compute_queue;
+  uint32_t ts_bits;
+  uint32_t max_groups[3];
+} dev_extra;
+
+static int has_dev_ext(const VkExtensionProperties *p, uint32_t n, const char *name) {
+  for (uint32_t i = 0; i < n; i++)
+    if (strcmp(p[i].extensionName, name) == 0) return 1;
+  return 0;
+}
+
+static void probe(VkPhysicalDevice pd, ks_gpu_info *info, dev_extra *x) {
+  memset(info, 0, sizeof *info);
+  memset(x, 0, sizeof *x);
+  VkPhysicalDeviceProperties props;
+  vkGetPhysicalDeviceProperties(pd, &props);
+  snprintf(info->name, sizeof info->name, "%s", props.deviceName);
+  info->api_version = props.apiVersion;
+  info->driver_version = props.driverVersion;
+  info->vendor_id = props.vendorID;
+  info->device_id = props.deviceID;
+  info->type = props.deviceType;
+  info->max_storage_range = props.limits.maxStorageBufferRange;
+  info->min_storage_align = props.limits.minStorageBufferOffsetAlignment;
+  info->max_wg_invocations = props.limits.maxComputeWorkGroupInvocations;
+  info->max_shared_bytes = props.limits.maxComputeSharedMemorySize;
+  info->timestamp_period_ns = props.limits.timestampPeriod;
+  for (int i = 0; i < 3; i++) x->max_groups[i] = props.limits.maxComputeWorkGroupCount[i];
+
+  uint32_t api = props.apiVersion;
+  if (VK_API_VERSION_MAJOR(api) > 1 || VK_API_VERSION_MINOR(api) >= 2) {
+    VkPhysicalDeviceVulkan12Properties p12 = {.sType =
+                                                  VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_PROPERTIES};
+    VkPhysicalDeviceVulkan11Properties p11 = {.sType =
+                                                  VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES,
+                                              .pNext = &p12};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                      .pNext = &p11};
+    vkGetPhysicalDeviceProperties2(pd, &p2);
+    info->subgroup_size = p11.subgroupSize;
+    info->subgroup_arith = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                           (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    snprintf(info->driver, sizeof info->driver, "%.120s %.120s", p12.driverName, p12.driverInfo);
+
+    VkPhysicalDeviceVulkan12Features f12 = {.sType =
+                                                VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan11Features f11 = {.sType =
+                                                VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+                                            .pNext = &f12};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                    .pNext = &f11};
+    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    info->fp16_arith = f12.shaderFloat16;
+    info->int8_arith = f12.shaderInt8;
+    info->storage16 = f11.storageBuffer16BitAccess;
+    info->storage8 = f12.storageBuffer8BitAccess;
+    x->robust_access = f2.features.robustBufferAccess;
+  } else {
+    VkPhysicalDeviceFeatures f;
+    vkGetPhysicalDeviceFeatures(pd, &f);
+    x->robust_access = f.robustBufferAccess;
+    snprintf(info->driver, sizeof info->driver, "driver version 0x%x", props.driverVersion);
+  }
+
+  uint32_t n = 0;
+  vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL);
+  VkExtensionProperties *ext = n ? calloc(n, sizeof *ext) : NULL;
+  if (ext && vkEnumerateDeviceExtensionProperties(pd, NULL, &n, ext) == VK_SUCCESS) {
+    info->coopmat_nv = has_dev_ext(ext, n, "VK_NV_cooperative_matrix");
+    info->coopmat_khr = has_dev_ext(ext, n, "VK_KHR_cooperative_matrix");
+    x->portability_subset = has_dev_ext(ext, n, "VK_KHR_portability_subset");
+  }
+  free(ext);
+
+  VkPhysicalDeviceMemoryProperties mp;
+  vkGetPhysicalDeviceMemoryProperties(pd, &mp);
+  for (uint32_t i = 0; i < mp.memoryHeapCount; i++)
+    if (mp.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)
+      info->device_local_bytes += mp.memoryHeaps[i].size;
+
+  uint32_t nq = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, NULL);
+  VkQueueFamilyProperties *q = nq ? calloc(nq, sizeof *q) : NULL;
+  if (q) {
+    vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, q);
+    for (uint32_t i = 0; i < nq; i++)
+      if ((q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && q[i].queueCount > 0) {
+        x->qfam = i;
+        x->has_compute_queue = 1;
+        x->ts_bits = q[i].timestampValidBits;
+        break;
+      }
+  }
+  free(q);
+  x->timestamps = x->ts_bits > 0 && props.limits.timestampPeriod > 0;
+}
+
+static const char *type_name(VkPhysicalDeviceType t) {
+  switch (t) {
+  case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated GPU";
+  case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete GPU";
+  case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual GPU";
+  case VK_PHYSICAL_DEVICE_TYPE_CPU: return "CPU";
+  default: return "other";
+  }
+}
+
+static int api_at_least_12(uint32_t api) {
+  return VK_API_VERSION_MAJOR(api) > 1 || VK_API_VERSION_MINOR(api) >= 2;
+}
+
+int gpu_count_devices(void) {
+  VkInstance inst;
+  if (create_instance(&inst, NULL, 0) != KS_OK) return -1;
+  VkPhysicalDevice *pd = NULL;
+  uint32_t n = 0;
+  ks_status st = enumerate(inst, &pd, &n);
+  free(pd);
+  destroy_instance(inst, VK_NULL_HANDLE);
+  if (st != KS_OK) return -1;
+  if (n == 0) ks_fail(KS_ERR_VULKAN, "no Vulkan device found: %s", k_no_device_help);
+  return (int)n;
+}
+
+static const char *yn(int v) { return v ? "yes" : "no"; }
+
+ks_status gpu_list_devices(FILE *f) {
+  VkInstance inst;
+  ks_status st = create_instance(&inst, NULL, 0);
+  if (st != KS_OK) return st;
+  VkPhysicalDevice *pd = NULL;
+  uint32_t n = 0;
+  st = enumerate(inst, &pd, &n);
+  if (st == KS_OK && n == 0) st = ks_fail(KS_ERR_VULKAN, "no Vulkan device found: %s", k_no_device_help);
+  for (uint32_t i = 0; st == KS_OK && i < n; i++) {
+    ks_gpu_info info;
+    dev_extra x;
+    probe(pd[i], &info, &x);
+    fprintf(f, "device %u: %s\n", i, info.name);
+    fprintf(f, "  type %s, driver %s, Vulkan %u.%u.%u, vendor 0x%04x, device 0x%04x\n",
+            type_name(info.type), info.driver, VK_API_VERSION_MAJOR(info.api_version),
+            VK_API_VERSION_MINOR(info.api_version), VK_API_VERSION_PATCH(info.api_version),
+            info.vendor_id, info.device_id);
+    fprintf(f, "  subgroup size %u, device-local memory %.0f MiB, maxStorageBufferRange %.0f MiB, "
+               "storage offset alignment %llu, shared memory %u KiB\n",
+            info.subgroup_size, info.device_local_bytes / 1048576.0,
+            info.max_storage_range / 1048576.0, (unsigned long long)info.min_storage_align,
+            info.max_shared_bytes / 1024);
+    fprintf(f, "  features: subgroup arithmetic %s, fp16 arithmetic %s, int8 arithmetic %s, "
+               "16-bit storage %s, 8-bit storage %s, cooperative matrix NV %s / KHR %s, "
+               "robust buffer access %s, timestamps %s%s\n",
+            yn(info.subgroup_arith), yn(info.fp16_arith), yn(info.int8_arith), yn(info.storage16),
+            yn(info.storage8), yn(info.coopmat_nv), yn(info.coopmat_khr), yn(x.robust_access),
+            yn(x.timestamps),
+            api_at_least_12(info.api_version) ? "" : " (Vulkan < 1.2: not usable by kvscope)");
+  }
+  free(pd);
+  destroy_instance(inst, VK_NULL_HANDLE);
+  return st;
+}
+
+/* ---------------------------------------------------------------- device */
+
+static ks_status choose_index(VkPhysicalDevice *pd, uint32_t n, int want, int *out) {
+  if (want < 0) {
+    const char *e = getenv("KVSCOPE_DEVICE");
+    if (e && *e) {
+      char *end;
+      long v = strtol(e, &end, 10);
+      if (*end || v < 0)
+        return ks_fail(KS_ERR_ARG, "KVSCOPE_DEVICE='%s' is not a device index (0..%u)", e, n - 1);
+      want = (int)v;
+    }
+  }
+  if (want >= 0) {
+    if ((uint32_t)want >= n)
+      return ks_fail(KS_ERR_ARG, "device %d does not exist: %u Vulkan device%s present (0..%u; "
+                                 "`kvscope devices` lists them)", want, n, n == 1 ? "" : "s", n - 1);
+    *out = want;
+    return KS_OK;
+  }
+  static const VkPhysicalDeviceType prefer[] = {VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU,
+                                                VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU};
+  for (size_t k = 0; k < KS_ARRAY_LEN(prefer); k++)
+    for (uint32_t i = 0; i < n; i++) {
+      VkPhysicalDeviceProperties p;
+      vkGetPhysicalDeviceProperties(pd[i], &p);
+      if (p.deviceType == prefer[k] && api_at_least_12(p.apiVersion)) {
+        *out = (int)i;
+        return KS_OK;
+      }
+    }
+  *out = 0;
+  return KS_OK;
+}
+
+ks_status gpu_create(ks_gpu **out, int device_index) {
+  *out = NULL;
+  ks_gpu *g = calloc(1, sizeof *g);
+  if (!g) return ks_fail(KS_ERR_NOMEM, "out of host memory creating the GPU context");
+  ks_status st = create_instance(&g->inst, &g->messenger, env_flag("KVSCOPE_VALIDATION"));
+  VkPhysicalDevice *pd = NULL;
+  uint32_t n = 0;
+  if (st != KS_OK) goto fail;
+  st = enumerate(g->inst, &pd, &n);
+  if (st != KS_OK) goto fail;
+  if (n == 0) {
+    st = ks_fail(KS_ERR_VULKAN, "no Vulkan device found: %s", k_no_device_help);
+    goto fail;
+  }
+  st = choose_index(pd, n, device_index, &g->index);
+  if (st != KS_OK) goto fail;
+  g->phys = pd[g->index];
+  dev_extra x;
+  probe(g->phys, &g->info, &x);
+  if (!api_at_least_12(g->info.api_version)) {
+    st = ks_fail(KS_ERR_UNSUPPORTED, "device %d (%s) supports Vulkan %u.%u; kvscope needs 1.2 or "
+                                     "newer (update the driver, or choose another device)",
+                 g->index, g->info.name, VK_API_VERSION_MAJOR(g->info.api_version),
+                 VK_API_VERSION_MINOR(g->info.api_version));
+    goto fail;
+  }
+  if (!x.has_compute_queue) {
+    st = ks_fail(KS_ERR_UNSUPPORTED, "device %d (%s) has no compute queue", g->index, g->info.name);
+    goto fail;
+  }
+  g->qfam = x.qfam;
+  g->timestamp_bits = x.timestamps ? x.ts_bits : 0;
+  for (int i = 0; i < 3; i++) g->max_groups[i] = x.max_groups[i];
+  vkGetPhysicalDeviceMemoryProperties(g->phys, &g->mem);
+
+  /* Enable exactly the optional features that exist; robust buffer access (out-of-range reads
+   * give 0, writes are dropped) unless KVSCOPE_ROBUST=0 asks for the last bit of speed. */
+  const char *robust_env = getenv("KVSCOPE_ROBUST");
+  g->info.robust_access = x.robust_access && !(robust_env && strcmp(robust_env, "0") == 0);
+  g->info.timestamps = g->timestamp_bits > 0;
+  VkPhysicalDeviceVulkan12Features f12 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+      .shaderFloat16 = (VkBool32)g->info.fp16_arith,
+      .shaderInt8 = (VkBool32)g->info.int8_arith,
+      .storageBuffer8BitAccess = (VkBool32)g->info.storage8,
+  };
+  VkPhysicalDeviceVulkan11Features f11 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
+      .pNext = &f12,
+      .storageBuffer16BitAccess = (VkBool32)g->info.storage16,
+  };
+  VkPhysicalDeviceFeatures2 f2 = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+      .pNext = &f11,
+  };
+  f2.features.robustBufferAccess = (VkBool32)g->info.robust_access;
+  float prio = 1.0f;
+  VkDeviceQueueCreateInfo qci = {
+      .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+      .queueFamilyIndex = g->qfam,
+      .queueCount = 1,
+      .pQueuePriorities = &prio,
+  };
+  const char *dev_ext[2];
+  uint32_t n_dev_ext = 0;
+  if (x.portability_subset) dev_ext[n_dev_ext++] = "VK_KHR_portability_subset";
+  VkDeviceCreateInfo dci = {
+      .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+      .pNext = &f2,
+      .queueCreateInfoCount = 1,
+      .pQueueCreateInfos = &qci,
+      .enabledExtensionCount = n_dev_ext,
+      .ppEnabledExtensionNames = dev_ext,
+  };
+  VK_TRY(vkCreateDevice(g->phys, &dci, NULL, &g->dev));
+  vkGetDeviceQueue(g->dev, g->qfam, 0, &g->queue);
+
+  VkCommandPoolCreateInfo pci = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+      .queueFamilyIndex = g->qfam,
+  };
+  VK_TRY(vkCreateCommandPool(g->dev, &pci, NULL, &g->xfer_pool));
+  VkCommandBufferAllocateInfo cai = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+      .commandPool = g->xfer_pool,
+      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+      .commandBufferCount = 1,
+  };
+  VK_TRY(vkAllocateCommandBuffers(g->dev, &cai, &g->xfer_cb));
+  VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VK_TRY(vkCreateFence(g->dev, &fci, NULL, &g->xfer_fence));
+  VkPipelineCacheCreateInfo pcci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+  VK_TRY(vkCreatePipelineCache(g->dev, &pcci, NULL, &g->pcache));
+
+  g->slice_limit = g->info.max_storage_range;
+  const char *lim = getenv("KVSCOPE_MAX_BUFFER_RANGE");
+  if (lim && *lim) {
+    char *end;
+    unsigned long long v = strtoull(lim, &end, 10);
+    if (*end || v < 64) {
+      st = ks_fail(KS_ERR_ARG, "KVSCOPE_MAX_BUFFER_RANGE='%s' must be a byte count >= 64", lim);
+      goto fail;
+    }
+    if (v < g->slice_limit) g->slice_limit = v;
+  }
+  free(pd);
+  *out = g;
+  return KS_OK;
+fail:
+  free(pd);
+  gpu_destroy(g);
+  return st;
+}
+
+void gpu_destroy(ks_gpu *g) {
+  if (!g) return;
+  if (g->dev) {
+    vkDeviceWaitIdle(g->dev);
+    gpu_ops_release(g);
+    gpu_buf_destroy_internal(g, &g->staging);
+    if (g->live != 0)
+      fprintf(stderr, "kvscope: gpu_destroy: %lld device allocation(s) still alive (a leak)\n",
+              (long long)g->live);
+    if (g->pcache) vkDestroyPipelineCache(g->dev, g->pcache, NULL);
+    if (g->xfer_fence) vkDestroyFence(g->dev, g->xfer_fence, NULL);
+    if (g->xfer_pool) vkDestroyCommandPool(g->dev, g->xfer_pool, NULL);
+    vkDestroyDevice(g->dev, NULL);
+  }
+  destroy_instance(g->inst, g->messenger);
+  free(g);
+}
+
+const ks_gpu_info *gpu_info(const ks_gpu *g) { return &g->info; }
+int gpu_device_index(const ks_gpu *g) { return g->index; }
+int64_t gpu_live_allocations(const ks_gpu *g) { return g ? g->live : 0; }
+
+/* ---------------------------------------------------------------- buffers */
+
+static int find_mem_type(const ks_gpu *g, uint32_t bits, VkMemoryPropertyFlags want) {
+  for (uint32_t i = 0; i < g->mem.memoryTypeCount; i++)
+    if ((bits & (1u << i)) && (g->mem.memoryTypes[i].propertyFlags & want) == want) return (int)i;
+  return -1;
+}
+
+static ks_status buf_create(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind) {
+  memset(b, 0, sizeof *b);
+  if (size == 0) return ks_fail(KS_ERR_ARG, "gpu_buf_create: size 0");
+  /* Round the allocation to 16 bytes so word-granular shader reads of the last bytes of a
+   * quantised row and fills of the whole buffer stay inside it. */
+  uint64_t alloc = (size + 15) & ~15ull;
+  VkBufferCreateInfo bci = {
+      .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+      .size = alloc,
+      .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+               VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+      .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+  };
+  ks_status st = KS_OK;
+  VK_TRY(vkCreateBuffer(g->dev, &bci, NULL, &b->buf));
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(g->dev, b->buf, &req);
+  int mt = -1;
+  if (kind == KS_MEM_HOST) {
+    mt = find_mem_type(g, req.memoryTypeBits,
+                       VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT |
+                           VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
+    if (mt < 0)
+      mt = find_mem_type(g, req.memoryTypeBits,
+                         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+  } else {
+    mt = find_mem_type(g, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    if (mt < 0) mt = find_mem_type(g, req.memoryTypeBits, 0);
+  }
+  if (mt < 0) {
+    st = ks_fail(KS_ERR_VULKAN, "no suitable %s memory type for a %llu-byte buffer",
+                 kind == KS_MEM_HOST ? "host-visible coherent" : "device", (unsigned long long)size);
+    goto fail;
+  }
+  VkMemoryAllocateInfo mai = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+      .allocationSize = req.size,
+      .memoryTypeIndex = (uint32_t)mt,
+  };
+  VkResult r = vkAllocateMemory(g->dev, &mai, NULL, &b->mem);
+  if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY) {
+    st = ks_fail(KS_ERR_NOMEM, "out of %s memory allocating %.1f MiB on %s (%s)",
+                 kind == KS_MEM_HOST ? "host-visible" : "device", size / 1048576.0, g->info.name,
+                 gpu_vk_result_name(r));
+    goto fail;
+  }
+  VK_TRY(r);
+  VK_TRY(vkBindBufferMemory(g->dev, b->buf, b->mem, 0));
+  if (kind == KS_MEM_HOST) VK_TRY(vkMapMemory(g->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map));
+  b->size = size;
+  return KS_OK;
+fail:
+  if (b->buf) vkDestroyBuffer(g->dev, b->buf, NULL);
+  if (b->mem) vkFreeMemory(g->dev, b->mem, NULL);
+  memset(b, 0, sizeof *b);
+  return st;
+}
+
+static void buf_destroy(ks_gpu *g, ks_buf *b) {
+  if (b->map) vkUnmapMemory(g->dev, b->mem);
+  if (b->buf) vkDestroyBuffer(g->dev, b->buf, NULL);
+  if (b->mem) vkFreeMemory(g->dev, b->mem, NULL);
+  memset(b, 0, sizeof *b);
+}
+
+ks_status gpu_buf_create(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind) {
+  ks_status st = buf_create(g, b, size, kind);
+  if (st == KS_OK) g->live += 2;
+  return st;
+}
+
+void gpu_buf_destroy(ks_gpu *g, ks_buf *b) {
+  if (!g || !b || (!b->buf && !b->mem)) return;
+  g->live -= (b->buf ? 1 : 0) + (b->mem ? 1 : 0);
+  buf_destroy(g, b);
+}
+
+ks_status gpu_buf_create_internal(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind) {
+  return buf_create(g, b, size, kind);
+}
+void gpu_buf_destroy_internal(ks_gpu *g, ks_buf *b) {
+  if (g && b) buf_destroy(g, b);
+}
+
+/* ---------------------------------------------------------------- transfers */
+
+static ks_status xfer_begin(ks_gpu *g) {
+  VK_CHECK(vkResetCommandBuffer(g->xfer_cb, 0));
+  VkCommandBufferBeginInfo bi = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+      .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+  };
+  VK_CHECK(vkBeginCommandBuffer(g->xfer_cb, &bi));
+  return KS_OK;
+}
+
+static ks_status xfer_submit_wait(ks_gpu *g) {
+  VK_CHECK(vkEndCommandBuffer(g->xfer_cb));
+  VK_CHECK(vkResetFences(g->dev, 1, &g->xfer_fence));
+  VkSubmitInfo si = {
+      .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+      .commandBufferCount = 1,
+      .pCommandBuffers = &g->xfer_cb,
+  };
+  VK_CHECK(vkQueueSubmit(g->queue, 1, &si, g->xfer_fence));
+  VK_CHECK(vkWaitForFences(g->dev, 1, &g->xfer_fence, VK_TRUE, UINT64_MAX));
+  return KS_OK;
+}
+
+static void mem_barrier(VkCommandBuffer cb, VkPipelineStageFlags src, VkAccessFlags src_access,
+                        VkPipelineStageFlags dst, VkAccessFlags dst_access) {
+  VkMemoryBarrier mb = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+      .srcAccessMask = src_access,
+      .dstAccessMask = dst_access,
+  };
+  vkCmdPipelineBarrier(cb, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+/* Earlier compute/transfer work (possibly still in flight from another command buffer) is
+ * ordered before a transfer that reads or overwrites the same memory. */
+static void barrier_before_transfer(VkCommandBuffer cb) {
+  mem_barrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+              VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+              VK_PIPELINE_STAGE_TRANSFER_BIT,
+              VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+/* A transfer's writes become visible to later compute work, transfers and host reads. */
+static void barrier_after_transfer(VkCommandBuffer cb) {
+  mem_barrier(cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+              VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
+                  VK_PIPELINE_STAGE_HOST_BIT,
+              VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                  VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT);
+}
+
+static ks_status ensure_staging(ks_gpu *g) {
+  if (g->staging.buf) return KS_OK;
+  return gpu_buf_create_internal(g, &g->staging, KS_STAGING_BYTES, KS_MEM_HOST);
+}
+
+static ks_status check_range(const ks_buf *b, uint64_t off, uint64_t n, const char *what) {
+  if (!b || !b->buf) return ks_fail(KS_ERR_ARG, "%s: buffer not created", what);
+  if (off > b->size || n > b->size - off)
+    return ks_fail(KS_ERR_ARG, "%s: bytes [%llu, %llu) outside the %llu-byte buffer", what,
+                   (unsigned long long)off, (unsigned long long)(off + n),
+                   (unsigned long long)b->size);
+  return KS_OK;
+}
+
+void gpu_upload_progress(ks_gpu *g, const char *what, uint64_t total_bytes) {
+  g->prog_what = what;
+  g->prog_total = total_bytes;
+  g->prog_done = 0;
+}
+
+static void progress_add(ks_gpu *g, uint64_t n) {
+  if (!g->prog_total) return;
+  g->prog_done += n;
+  if (g->prog_done > g->prog_total) g->prog_done = g->prog_total;
+  ks_progress(g->prog_what, g->prog_done, g->prog_total);
+  if (g->prog_done >= g->prog_total) g->prog_total = 0;
+}
+
+ks_status gpu_upload(ks_gpu *g, ks_buf *dst, uint64_t off, const void *src, uint64_t n) {
+  ks_status st = check_range(dst, off, n, "gpu_upload");
+  if (st != KS_OK || n == 0) return st;
+  if (dst->map) {
+    memcpy((char *)dst->map + off, src, n);
+    progress_add(g, n);
+    return KS_OK;
+  }
+  if ((st = ensure_staging(g)) != KS_OK) return st;
+  const char *s = src;
+  while (n) {
+    uint64_t chunk = KS_MIN(n, KS_STAGING_BYTES);
+    memcpy(g->staging.map, s, chunk);
+    if ((st = xfer_begin(g)) != KS_OK) return st;
+    barrier_before_transfer(g->xfer_cb);
+    VkBufferCopy region = {.srcOffset = 0, .dstOffset = off, .size = chunk};
+    vkCmdCopyBuffer(g->xfer_cb, g->staging.buf, dst->buf, 1, &region);
+    barrier_after_transfer(g->xfer_cb);
+    if ((st = xfer_submit_wait(g)) != KS_OK) return st;
+    s += chunk;
+    off += chunk;
+    n -= chunk;
+    progress_add(g, chunk);
+  }
+  return KS_OK;
+}
+
+ks_status gpu_download(ks_gpu *g, const ks_buf *src, uint64_t off, void *dst, uint64_t n) {
+  ks_status st = check_range(src, off, n, "gpu_download");
+  if (st != KS_OK || n == 0) return st;
+  if (src->map) {
+    memcpy(dst, (const char *)src->map + off, n);
+    return KS_OK;
+  }
+  if ((st = ensure_staging(g)) != KS_OK) return st;
+  char *d = dst;
+  while (n) {
+    uint64_t chunk = KS_MIN(n, KS_STAGING_BYTES);
+    if ((st = xfer_begin(g)) != KS_OK) return st;
+    barrier_before_transfer(g->xfer_cb);
+    VkBufferCopy region = {.srcOffset = off, .dstOffset = 0, .size = chunk};
+    vkCmdCopyBuffer(g->xfer_cb, src->buf, g->staging.buf, 1, &region);
+    barrier_after_transfer(g->xfer_cb);
+    if ((st = xfer_submit_wait(g)) != KS_OK) return st;
+    memcpy(d, g->staging.map, chunk);
+    d += chunk;
+    off += chunk;
+    n -= chunk;
+  }
+  return KS_OK;
+}
+
+ks_status gpu_fill_u32(ks_gpu *g, ks_buf *dst, uint64_t off, uint64_t n, uint32_t word) {
+  ks_status st = check_range(dst, off, n, "gpu_fill_u32");
+  if (st != KS_OK || n == 0) return st;
+  if ((off | n) & 3)
+    return ks_fail(KS_ERR_ARG, "gpu_fill_u32: offset %llu and size %llu must be multiples of 4",
+                   (unsigned long long)off, (unsigned long long)n);
+  if (dst->map) {
+    uint32_t *p = (uint32_t *)((char *)dst->map + off);
+    for (uint64_t i = 0; i < n / 4; i++) p[i] = word;
+    return KS_OK;
+  }
+  if ((st = xfer_begin(g)) != KS_OK) return st;
+  barrier_before_transfer(g->xfer_cb);
+  vkCmdFillBuffer(g->xfer_cb, dst->buf, off, n, word);
+  barrier_after_transfer(g->xfer_cb);
+  return xfer_submit_wait(g);
+}
+
+/* ---------------------------------------------------------------- weight tensors */
+
+void gpu_tensor_free(ks_gpu *g, ks_gpu_tensor *t) {
+  if (!t) return;
+  if (t->slices)
+    for (int i = 0; i < t->n_slices; i++) gpu_buf_destroy(g, &t->slices[i]);
+  free(t->slices);
+  memset(t, 0, sizeof *t);
+}
+
+/* BF16 has no GPU kernel: it is widened to F32 on the way up (exact), a few rows at a time. */
+static ks_status upload_rows_bf16(ks_gpu *g, ks_buf *dst, const uint16_t *src, int64_t rows,
+                                  int64_t n) {
+  int64_t per = KS_MAX(1, (int64_t)(4 << 20) / (n * 4));
+  float *tmp = malloc((size_t)(KS_MIN(per, rows) * n) * sizeof(float));
+  if (!tmp) return ks_fail(KS_ERR_NOMEM, "out of host memory widening BF16 weights");
+  ks_status st = KS_OK;
+  for (int64_t r = 0; r < rows && st == KS_OK; r += per) {
+    int64_t nr = KS_MIN(per, rows - r);
+    for (int64_t i = 0; i < nr * n; i++) tmp[i] = ks_bf16_to_f32(src[r * n + i]);
+    st = gpu_upload(g, dst, (uint64_t)(r * n) * 4, tmp, (uint64_t)(nr * n) * 4);
+  }
+  free(tmp);
+  return st;
+}
+
+ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host) {
+  memset(t, 0, sizeof *t);
+  ks_type src_type = host->type;
+  ks_type type = src_type == KS_TYPE_BF16 ? KS_TYPE_F32 : src_type;
+  if (type != KS_TYPE_F32 && type != KS_TYPE_F16 && type != KS_TYPE_Q8_0 && type != KS_TYPE_Q4_0)
+    return ks_fail(KS_ERR_UNSUPPORTED, "tensor type %s has no GPU kernel (supported: F32, F16, "
+                                       "BF16, Q8_0, Q4_0)", ks_type_name(src_type));
+  int64_t n = host->ne[0], rows = host->ne[1] > 0 ? host->ne[1] : 1;
+  uint64_t src_row = ks_type_row_bytes(src_type, n);
+  uint64_t row = ks_type_row_bytes(type, n);
+  if (n <= 0 || src_row == 0 || row == 0)
+    return ks_fail(KS_ERR_FORMAT, "tensor row length %lld is not a whole number of %s blocks",
+                   (long long)n, ks_type_name(src_type));
+  if (!host->data || host->nbytes < src_row * (uint64_t)rows)
+    return ks_fail(KS_ERR_FORMAT, "tensor of %lld x %lld %s needs %llu bytes, has %llu",
+                   (long long)n, (long long)rows, ks_type_name(src_type),
+                   (unsigned long long)(src_row * rows), (unsigned long long)host->nbytes);
+  if (row > g->slice_limit)
+    return ks_fail(KS_ERR_UNSUPPORTED, "one tensor row of %llu bytes exceeds the device's storage "
+                                       "buffer range (%llu bytes)", (unsigned long long)row,
+                   (unsigned long long)g->slice_limit);
+  int64_t per = (int64_t)(g->slice_limit / row);
+  if (per > rows) per = rows;
+  t->type = type;
+  t->ne[0] = n;
+  t->ne[1] = rows;
+  t->rows_per_slice = per;
+  t->n_slices = (int)((rows + per - 1) / per);
+  t->slices = calloc((size_t)t->n_slices, sizeof *t->slices);
+  if (!t->slices) {
+    memset(t, 0, sizeof *t);
+    return ks_fail(KS_ERR_NOMEM, "out of host memory for tensor slices");
+  }
+  uint64_t total = row * (uint64_t)rows;
+  int own_progress = g->prog_total == 0 && total >= (64ull << 20);
+  if (own_progress) gpu_upload_progress(g, "uploading weights", total);
+  ks_status st = KS_OK;
+  for (int s = 0; s < t->n_slices && st == KS_OK; s++) {
+    int64_t r0 = (int64_t)s * per, nr = KS_MIN(per, rows - r0);
+    st = gpu_buf_create(g, &t->slices[s], row * (uint64_t)nr, KS_MEM_DEVICE);
+    if (st != KS_OK) break;
+    if (src_type == KS_TYPE_BF16)
+      st = upload_rows_bf16(g, &t->slices[s], (const uint16_t *)host->data + r0 * n, nr, n);
+    else
+      st = gpu_upload(g, &t->slices[s], 0, (const char *)host->data + src_row * (uint64_t)r0,
+                      row * (uint64_t)nr);
+  }
+  if (own_progress) g->prog_total = 0;
+  if (st != KS_OK) gpu_tensor_free(g, t);
+  return st;
+}

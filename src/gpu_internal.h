@@ -1,0 +1,86 @@
+/* gpu_internal.h — the inside of ks_gpu and ks_cmd, shared by gpu.c (instance, device, buffers,
+ * uploads) and gpu_ops.c (command buffers, pipelines, the dispatch helper, the ops). Nothing
+ * outside those two files includes it: forward.c and the rest see only gpu.h. */
+#ifndef KS_GPU_INTERNAL_H
+#define KS_GPU_INTERNAL_H
+#include "gpu.h"
+
+/* Checks a Vulkan call; on failure records expression, VkResult name and file:line and returns
+ * KS_ERR_VULKAN from the enclosing function (which must return ks_status). */
+#define VK_CHECK(expr)                                                                    \
+  do {                                                                                    \
+    VkResult vk_r_ = (expr);                                                              \
+    if (vk_r_ != VK_SUCCESS)                                                              \
+      return ks_fail(KS_ERR_VULKAN, "%s failed: %s (%s:%d)", #expr, gpu_vk_result_name(vk_r_), \
+                     __FILE__, __LINE__);                                                 \
+  } while (0)
+/* Same, but stores the status in `st` and jumps to label `fail` (for cleanup paths). */
+#define VK_TRY(expr)                                                                      \
+  do {                                                                                    \
+    VkResult vk_r_ = (expr);                                                              \
+    if (vk_r_ != VK_SUCCESS) {                                                            \
+      st = ks_fail(KS_ERR_VULKAN, "%s failed: %s (%s:%d)", #expr, gpu_vk_result_name(vk_r_), \
+                   __FILE__, __LINE__);                                                   \
+      goto fail;                                                                          \
+    }                                                                                     \
+  } while (0)
+
+const char *gpu_vk_result_name(VkResult r);
+
+#define KS_MAX_BINDINGS 8
+#define KS_MAX_SPEC 4
+
+typedef struct {
+  const char *shader;          /* name in ks_spirv_table (static storage) */
+  uint32_t spec[KS_MAX_SPEC];  /* specialization constants 0..n_spec-1 */
+  int n_spec, n_bind;
+  VkPipeline pipe;
+} ks_pipe_entry;
+
+typedef struct {
+  int head_dim;
+  float base;
+  ks_buf buf; /* (head_dim/2) f32 inverse frequencies, computed on the host like ref_rope */
+} ks_rope_table;
+
+struct ks_gpu {
+  VkInstance inst;
+  VkDebugUtilsMessengerEXT messenger;
+  VkPhysicalDevice phys;
+  VkDevice dev;
+  VkQueue queue;
+  uint32_t qfam;
+  uint32_t timestamp_bits; /* timestampValidBits of the queue family; 0: no timestamps */
+  int index;
+  ks_gpu_info info;
+  VkPhysicalDeviceMemoryProperties mem;
+  uint32_t max_groups[3];
+  uint64_t slice_limit; /* weight slices: min(maxStorageBufferRange, $KVSCOPE_MAX_BUFFER_RANGE) */
+  int64_t live;         /* caller-owned VkBuffer + VkDeviceMemory objects alive */
+  /* one-shot transfers (uploads, downloads, fills) */
+  VkCommandPool xfer_pool;
+  VkCommandBuffer xfer_cb;
+  VkFence xfer_fence;
+  ks_buf staging; /* host-visible, KS_STAGING_BYTES, created on first use */
+  /* upload progress (gpu_upload_progress) */
+  const char *prog_what;
+  uint64_t prog_total, prog_done;
+  /* pipelines */
+  VkDescriptorSetLayout dsl[KS_MAX_BINDINGS + 1]; /* by number of storage-buffer bindings */
+  VkPipelineLayout layout[KS_MAX_BINDINGS + 1];
+  VkPipelineCache pcache;
+  ks_pipe_entry *pipes;
+  int n_pipes, cap_pipes;
+  ks_rope_table *ropes;
+  int n_ropes;
+};
+
+#define KS_STAGING_BYTES (32ull << 20)
+
+/* Internal buffer helpers: same as gpu_buf_create/destroy but not counted as caller-owned. */
+ks_status gpu_buf_create_internal(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind);
+void gpu_buf_destroy_internal(ks_gpu *g, ks_buf *b);
+/* Pipelines and rope tables are released by gpu_destroy through this (gpu_ops.c). */
+void gpu_ops_release(ks_gpu *g);
+
+#endif

@@ -1,0 +1,790 @@
+/* gpu_ops.c — recording compute work: reusable command buffers (ks_cmd) with growing descriptor
+ * pools, pipelines created lazily per (shader, specialization) from the embedded SPIR-V, the one
+ * checked dispatch helper, timestamps, and one recording function per op of gpu.h. The shaders
+ * themselves are the .comp files in shaders/; device setup and buffers are gpu.c. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_internal.h"
+#include "quant.h"
+
+struct ks_spirv {
+  const char *name;
+  const uint32_t *code;
+  size_t size;
+};
+/* The generated header's banner comment nests a comment opener (shaders/ star .comp). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wcomment"
+#include "shader_table.h"
+#pragma GCC diagnostic pop
+
+#define KS_SETS_PER_POOL 256
+#define KS_MAX_TIMESTAMPS 1024
+
+struct ks_cmd {
+  ks_gpu *g;
+  VkCommandPool pool;
+  VkCommandBuffer cb;
+  VkFence fence;
+  VkDescriptorPool *dpools;
+  int n_dpools, cur_dpool;
+  VkQueryPool qpool;
+  uint32_t n_ts;
+  int recording, recorded, pending;
+  ks_status status; /* first recording failure */
+  char err[1024];
+};
+
+/* ---------------------------------------------------------------- command buffers */
+
+static void cmd_fail(ks_cmd *c, ks_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cmd_fail(ks_cmd *c, ks_status st, const char *fmt, ...) {
+  if (c->status != KS_OK) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->err, sizeof c->err, fmt, ap);
+  va_end(ap);
+  c->status = st;
+}
+
+static ks_status add_dpool(ks_cmd *c) {
+  VkDescriptorPool *np = realloc(c->dpools, (size_t)(c->n_dpools + 1) * sizeof *np);
+  if (!np) return ks_fail(KS_ERR_NOMEM, "out of host memory for descriptor pools");
+  c->dpools = np;
+  VkDescriptorPoolSize ps = {
+      .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+      .descriptorCount = KS_SETS_PER_POOL * KS_MAX_BINDINGS,
+  };
+  VkDescriptorPoolCreateInfo ci = {
+      .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+      .maxSets = KS_SETS_PER_POOL,
+      .poolSizeCount = 1,
+      .pPoolSizes = &ps,
+  };
+  VK_CHECK(vkCreateDescriptorPool(c->g->dev, &ci, NULL, &c->dpools[c->n_dpools]));
+  c->n_dpools++;
+  return KS_OK;
+}
+
+ks_status gpu_cmd_create(ks_gpu *g, ks_cmd **out) {
+  *out = NULL;
+  ks_cmd *c = calloc(1, sizeof *c);
+  if (!c) return ks_fail(KS_ERR_NOMEM, "out of host memory for a command buffer");
+  c->g = g;
+  ks_status st = KS_OK;
+  VkCommandPoolCreateInfo pci = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+      .queueFamilyIndex = g->qfam,
+  };
+  VK_TRY(vkCreateCommandPool(g->dev, &pci, NULL, &c->pool));
+  VkCommandBufferAllocateInfo cai = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+      .commandPool = c->pool,
+      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+      .commandBufferCount = 1,
+  };
+  VK_TRY(vkAllocateCommandBuffers(g->dev, &cai, &c->cb));
+  VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VK_TRY(vkCreateFence(g->dev, &fci, NULL, &c->fence));
+  if ((st = add_dpool(c)) != KS_OK) goto fail;
+  *out = c;
+  return KS_OK;
+fail:
+  gpu_cmd_destroy(c);
+  return st;
+}
+
+void gpu_cmd_destroy(ks_cmd *c) {
+  if (!c) return;
+  VkDevice dev = c->g->dev;
+  if (c->pending) vkWaitForFences(dev, 1, &c->fence, VK_TRUE, UINT64_MAX);
+  for (int i = 0; i < c->n_dpools; i++) vkDestroyDescriptorPool(dev, c->dpools[i], NULL);
+  free(c->dpools);
+  if (c->qpool) vkDestroyQueryPool(dev, c->qpool, NULL);
+  if (c->fence) vkDestroyFence(dev, c->fence, NULL);
+  if (c->pool) vkDestroyCommandPool(dev, c->pool, NULL);
+  free(c);
+}
+
+ks_status gpu_cmd_wait(ks_cmd *c) {
+  if (!c->pending) return KS_OK;
+  c->pending = 0;
+  VK_CHECK(vkWaitForFences(c->g->dev, 1, &c->fence, VK_TRUE, UINT64_MAX));
+  return KS_OK;
+}
+
+ks_status gpu_cmd_begin(ks_cmd *c) {
+  ks_status st = gpu_cmd_wait(c);
+  if (st != KS_OK) return st;
+  c->status = KS_OK;
+  c->err[0] = 0;
+  c->recorded = 0;
+  c->n_ts = 0;
+  for (int i = 0; i < c->n_dpools; i++) VK_CHECK(vkResetDescriptorPool(c->g->dev, c->dpools[i], 0));
+  c->cur_dpool = 0;
+  VK_CHECK(vkResetCommandBuffer(c->cb, 0));
+  VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  VK_CHECK(vkBeginCommandBuffer(c->cb, &bi));
+  c->recording = 1;
+  if (c->qpool) vkCmdResetQueryPool(c->cb, c->qpool, 0, KS_MAX_TIMESTAMPS);
+  return KS_OK;
+}
+
+static void barrier(VkCommandBuffer cb, VkPipelineStageFlags src, VkAccessFlags src_access,
+                    VkPipelineStageFlags dst, VkAccessFlags dst_access) {
+  VkMemoryBarrier mb = {
+      .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+      .srcAccessMask = src_access,
+      .dstAccessMask = dst_access,
+  };
+  vkCmdPipelineBarrier(cb, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+void gpu_cmd_barrier(ks_cmd *c) {
+  if (!c->recording) return;
+  barrier(c->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+          VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+              VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
+ks_status gpu_cmd_end(ks_cmd *c) {
+  if (!c->recording) return ks_fail(KS_ERR_ARG, "gpu_cmd_end without gpu_cmd_begin");
+  /* The results are visible to the host after the fence, and to whatever the next submission
+   * (a replay of this very buffer included) reads or writes. */
+  barrier(c->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+          VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+          VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
+              VK_PIPELINE_STAGE_TRANSFER_BIT,
+          VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+              VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+  c->recording = 0;
+  VK_CHECK(vkEndCommandBuffer(c->cb));
+  if (c->status != KS_OK) return ks_fail(c->status, "%s", c->err);
+  c->recorded = 1;
+  return KS_OK;
+}
+
+ks_status gpu_cmd_submit(ks_cmd *c) {
+  if (!c->recorded)
+    return ks_fail(c->status != KS_OK ? c->status : KS_ERR_ARG, "gpu_cmd_submit: %s",
+                   c->status != KS_OK ? c->err : "nothing recorded (gpu_cmd_begin/end first)");
+  ks_status st = gpu_cmd_wait(c);
+  if (st != KS_OK) return st;
+  VK_CHECK(vkResetFences(c->g->dev, 1, &c->fence));
+  VkSubmitInfo si = {
+      .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+      .commandBufferCount = 1,
+      .pCommandBuffers = &c->cb,
+  };
+  VK_CHECK(vkQueueSubmit(c->g->queue, 1, &si, c->fence));
+  c->pending = 1;
+  return KS_OK;
+}
+
+int gpu_cmd_timestamp(ks_cmd *c) {
+  ks_gpu *g = c->g;
+  if (!c->recording || !g->timestamp_bits || c->n_ts >= KS_MAX_TIMESTAMPS) return -1;
+  if (!c->qpool) {
+    VkQueryPoolCreateInfo qi = {
+        .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+        .queryType = VK_QUERY_TYPE_TIMESTAMP,
+        .queryCount = KS_MAX_TIMESTAMPS,
+    };
+    if (vkCreateQueryPool(g->dev, &qi, NULL, &c->qpool) != VK_SUCCESS) {
+      c->qpool = VK_NULL_HANDLE;
+      return -1;
+    }
+    vkCmdResetQueryPool(c->cb, c->qpool, 0, KS_MAX_TIMESTAMPS);
+  }
+  vkCmdWriteTimestamp(c->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, c->qpool, c->n_ts);
+  return (int)c->n_ts++;
+}
+
+ks_status gpu_cmd_timestamps(ks_cmd *c, double *ns, int n) {
+  if (n <= 0) return KS_OK;
+  if (!c->qpool || (uint32_t)n > c->n_ts)
+    return ks_fail(KS_ERR_ARG, "gpu_cmd_timestamps: %d requested, %u recorded", n, c->n_ts);
+  uint64_t *raw = malloc((size_t)n * sizeof *raw);
+  if (!raw) return ks_fail(KS_ERR_NOMEM, "out of host memory reading timestamps");
+  VkResult r = vkGetQueryPoolResults(c->g->dev, c->qpool, 0, (uint32_t)n, (size_t)n * sizeof *raw,
+                                     raw, sizeof *raw,
+                                     VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+  if (r != VK_SUCCESS) {
+    free(raw);
+    return ks_fail(KS_ERR_VULKAN, "vkGetQueryPoolResults failed: %s (%s:%d)",
+                   gpu_vk_result_name(r), __FILE__, __LINE__);
+  }
+  uint64_t mask = c->g->timestamp_bits >= 64 ? ~0ull : ((1ull << c->g->timestamp_bits) - 1);
+  for (int i = 0; i < n; i++)
+    ns[i] = (double)((raw[i] - raw[0]) & mask) * c->g->info.timestamp_period_ns;
+  free(raw);
+  return KS_OK;
+}
+
+/* ---------------------------------------------------------------- pipelines */
+
+static ks_status get_layout(ks_gpu *g, int n_bind) {
+  if (g->layout[n_bind]) return KS_OK;
+  VkDescriptorSetLayoutBinding b[KS_MAX_BINDINGS];
+  for (int i = 0; i < n_bind; i++) {
+    VkDescriptorSetLayoutBinding e = {
+        .binding = (uint32_t)i,
+        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .descriptorCount = 1,
+        .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+    };
+    b[i] = e;
+  }
+  VkDescriptorSetLayoutCreateInfo dci = {
+      .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+      .bindingCount = (uint32_t)n_bind,
+      .pBindings = b,
+  };
+  VK_CHECK(vkCreateDescriptorSetLayout(g->dev, &dci, NULL, &g->dsl[n_bind]));
+  VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = 128};
+  VkPipelineLayoutCreateInfo lci = {
+      .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+      .setLayoutCount = 1,
+      .pSetLayouts = &g->dsl[n_bind],
+      .pushConstantRangeCount = 1,
+      .pPushConstantRanges = &pr,
+  };
+  VK_CHECK(vkCreatePipelineLayout(g->dev, &lci, NULL, &g->layout[n_bind]));
+  return KS_OK;
+}
+
+static ks_status get_pipeline(ks_gpu *g, const char *shader, const uint32_t *spec, int n_spec,
+                              int n_bind, VkPipeline *out) {
+  for (int i = 0; i < g->n_pipes; i++) {
+    ks_pipe_entry *e = &g->pipes[i];
+    if (e->n_spec == n_spec && e->n_bind == n_bind && strcmp(e->shader, shader) == 0 &&
+        memcmp(e->spec, spec, (size_t)n_spec * sizeof *spec) == 0) {
+      *out = e->pipe;
+      return KS_OK;
+    }
+  }
+  const struct ks_spirv *sp = NULL;
+  for (size_t i = 0; i < KS_ARRAY_LEN(ks_spirv_table); i++)
+    if (strcmp(ks_spirv_table[i].name, shader) == 0) sp = &ks_spirv_table[i];
+  if (!sp) return ks_fail(KS_ERR_UNSUPPORTED, "shader '%s' is not built in", shader);
+  ks_status st = get_layout(g, n_bind);
+  if (st != KS_OK) return st;
+  if (g->n_pipes == g->cap_pipes) {
+    int cap = g->cap_pipes ? 2 * g->cap_pipes : 32;
+    ks_pipe_entry *np = realloc(g->pipes, (size_t)cap * sizeof *np);
+    if (!np) return ks_fail(KS_ERR_NOMEM, "out of host memory for pipelines");
+    g->pipes = np;
+    g->cap_pipes = cap;
+  }
+  VkShaderModuleCreateInfo mci = {
+      .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+      .codeSize = sp->size,
+      .pCode = sp->code,
+  };
+  VkShaderModule mod;
+  VK_CHECK(vkCreateShaderModule(g->dev, &mci, NULL, &mod));
+  VkSpecializationMapEntry me[KS_MAX_SPEC];
+  for (int i = 0; i < n_spec; i++) {
+    VkSpecializationMapEntry e = {.constantID = (uint32_t)i,
+                                  .offset = (uint32_t)(i * sizeof(uint32_t)),
+                                  .size = sizeof(uint32_t)};
+    me[i] = e;
+  }
+  VkSpecializationInfo si = {
+      .mapEntryCount = (uint32_t)n_spec,
+      .pMapEntries = me,
+      .dataSize = (size_t)n_spec * sizeof(uint32_t),
+      .pData = spec,
+  };
+  VkComputePipelineCreateInfo ci = {
+      .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+      .stage =
+          {
+              .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+              .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+              .module = mod,
+              .pName = "main",
+              .pSpecializationInfo = n_spec ? &si : NULL,
+          },
+      .layout = g->layout[n_bind],
+  };
+  VkPipeline pipe;
+  VkResult r = vkCreateComputePipelines(g->dev, g->pcache, 1, &ci, NULL, &pipe);
+  vkDestroyShaderModule(g->dev, mod, NULL);
+  if (r != VK_SUCCESS)
+    return ks_fail(KS_ERR_VULKAN, "vkCreateComputePipelines(%s) failed: %s (%s:%d)", shader,
+                   gpu_vk_result_name(r), __FILE__, __LINE__);
+  ks_pipe_entry *e = &g->pipes[g->n_pipes++];
+  memset(e, 0, sizeof *e);
+  e->shader = sp->name;
+  memcpy(e->spec, spec, (size_t)n_spec * sizeof *spec);
+  e->n_spec = n_spec;
+  e->n_bind = n_bind;
+  e->pipe = pipe;
+  *out = pipe;
+  return KS_OK;
+}
+
+void gpu_ops_release(ks_gpu *g) {
+  for (int i = 0; i < g->n_pipes; i++) vkDestroyPipeline(g->dev, g->pipes[i].pipe, NULL);
+  free(g->pipes);
+  g->pipes = NULL;
+  g->n_pipes = g->cap_pipes = 0;
+  for (int i = 0; i <= KS_MAX_BINDINGS; i++) {
+    if (g->layout[i]) vkDestroyPipelineLayout(g->dev, g->layout[i], NULL);
+    if (g->dsl[i]) vkDestroyDescriptorSetLayout(g->dev, g->dsl[i], NULL);
+    g->layout[i] = VK_NULL_HANDLE;
+    g->dsl[i] = VK_NULL_HANDLE;
+  }
+  for (int i = 0; i < g->n_ropes; i++) gpu_buf_destroy_internal(g, &g->ropes[i].buf);
+  free(g->ropes);
+  g->ropes = NULL;
+  g->n_ropes = 0;
+}
+
+/* ---------------------------------------------------------------- the dispatch helper */
+
+/* A storage-buffer binding: the region [r.off, r.off + bytes) of r.b; bytes 0 means "to the end
+ * of the buffer" (capped at maxStorageBufferRange) for regions whose extent depends on data the
+ * GPU reads (the K/V pool through the block table). */
+typedef struct {
+  ks_bref r;
+  uint64_t bytes;
+} ks_bind;
+
+static ks_bind bind(ks_bref r, uint64_t bytes) {
+  ks_bind b = {r, bytes};
+  return b;
+}
+
+/* Records one dispatch. The first n_bind words of the push-constant block `pc` receive each
+ * binding's offset in 32-bit words from the descriptor's start: a descriptor must start at a
+ * multiple of minStorageBufferOffsetAlignment, so it is bound at the offset rounded down, its
+ * range extended by the bytes rounded off (lavapipe bounds-checks and drops writes past the
+ * range), and the shader adds the remaining words. */
+static void dispatch(ks_cmd *c, const char *op, const char *shader, const uint32_t *spec,
+                     int n_spec, const ks_bind *b, int n_bind, void *pc, uint32_t pc_size,
+                     uint32_t gx, uint32_t gy, uint32_t gz) {
+  ks_gpu *g = c->g;
+  if (c->status != KS_OK) return;
+  if (!c->recording) {
+    cmd_fail(c, KS_ERR_ARG, "%s recorded outside gpu_cmd_begin/gpu_cmd_end", op);
+    return;
+  }
+  if (gx == 0 || gy == 0 || gz == 0) return;
+  if (gx > g->max_groups[0] || gy > g->max_groups[1] || gz > g->max_groups[2]) {
+    cmd_fail(c, KS_ERR_ARG, "%s: %u x %u x %u workgroups exceed the device's limit %u x %u x %u",
+             op, gx, gy, gz, g->max_groups[0], g->max_groups[1], g->max_groups[2]);
+    return;
+  }
+  uint32_t *words = pc;
+  VkDescriptorBufferInfo bi[KS_MAX_BINDINGS];
+  const uint64_t align = g->info.min_storage_align ? g->info.min_storage_align : 1;
+  for (int i = 0; i < n_bind; i++) {
+    const ks_buf *buf = b[i].r.b;
+    uint64_t off = b[i].r.off;
+    if (!buf || !buf->buf) {
+      cmd_fail(c, KS_ERR_ARG, "%s: binding %d has no buffer", op, i);
+      return;
+    }
+    if (off & 3) {
+      cmd_fail(c, KS_ERR_ARG, "%s: binding %d offset %llu is not a multiple of 4", op, i,
+               (unsigned long long)off);
+      return;
+    }
+    uint64_t alloc = (buf->size + 15) & ~15ull; /* what gpu_buf_create really allocated */
+    if (off > buf->size || b[i].bytes > buf->size - off) {
+      cmd_fail(c, KS_ERR_ARG, "%s: binding %d region [%llu, %llu) is outside its %llu-byte buffer",
+               op, i, (unsigned long long)off, (unsigned long long)(off + b[i].bytes),
+               (unsigned long long)buf->size);
+      return;
+    }
+    uint64_t base = off - off % align;
+    uint64_t range = b[i].bytes ? (off - base) + ((b[i].bytes + 3) & ~3ull) : alloc - base;
+    if (range > alloc - base) range = alloc - base;
+    if (range > g->info.max_storage_range) {
+      if (b[i].bytes) {
+        cmd_fail(c, KS_ERR_ARG, "%s: binding %d spans %llu bytes, over maxStorageBufferRange "
+                                "(%llu)", op, i, (unsigned long long)range,
+                 (unsigned long long)g->info.max_storage_range);
+        return;
+      }
+      range = g->info.max_storage_range & ~3ull;
+    }
+    if (range == 0) range = 4;
+    VkDescriptorBufferInfo e = {.buffer = buf->buf, .offset = base, .range = range};
+    bi[i] = e;
+    words[i] = (uint32_t)((off - base) / 4);
+  }
+  VkPipeline pipe = VK_NULL_HANDLE;
+  ks_status st = get_pipeline(g, shader, spec, n_spec, n_bind, &pipe);
+  if (st != KS_OK) {
+    cmd_fail(c, st, "%s: %s", op, ks_last_error());
+    return;
+  }
+  VkDescriptorSet set = VK_NULL_HANDLE;
+  for (;;) {
+    VkDescriptorSetAllocateInfo ai = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+        .descriptorPool = c->dpools[c->cur_dpool],
+        .descriptorSetCount = 1,
+        .pSetLayouts = &g->dsl[n_bind],
+    };
+    VkResult r = vkAllocateDescriptorSets(g->dev, &ai, &set);
+    if (r == VK_SUCCESS) break;
+    if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL) {
+      cmd_fail(c, KS_ERR_VULKAN, "%s: vkAllocateDescriptorSets failed: %s (%s:%d)", op,
+               gpu_vk_result_name(r), __FILE__, __LINE__);
+      return;
+    }
+    if (c->cur_dpool + 1 == c->n_dpools && (st = add_dpool(c)) != KS_OK) {
+      cmd_fail(c, st, "%s: %s", op, ks_last_error());
+      return;
+    }
+    c->cur_dpool++;
+  }
+  VkWriteDescriptorSet w[KS_MAX_BINDINGS];
+  for (int i = 0; i < n_bind; i++) {
+    VkWriteDescriptorSet e = {
+        .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+        .dstSet = set,
+        .dstBinding = (uint32_t)i,
+        .descriptorCount = 1,
+        .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+        .pBufferInfo = &bi[i],
+    };
+    w[i] = e;
+  }
+  vkUpdateDescriptorSets(g->dev, (uint32_t)n_bind, w, 0, NULL);
+  vkCmdBindPipeline(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+  vkCmdBindDescriptorSets(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, g->layout[n_bind], 0, 1, &set, 0,
+                          NULL);
+  vkCmdPushConstants(c->cb, g->layout[n_bind], VK_SHADER_STAGE_COMPUTE_BIT, 0, pc_size, pc);
+  vkCmdDispatch(c->cb, gx, gy, gz);
+}
+
+/* Workgroups for a 1-D problem of n invocations as a 2-D grid (shaders/grid.glsl). */
+static void grid_1d(uint64_t n, uint32_t wg, uint32_t *gx, uint32_t *gy) {
+  uint64_t groups = (n + wg - 1) / wg;
+  if (groups == 0) {
+    *gx = *gy = 0;
+    return;
+  }
+  *gx = (uint32_t)KS_MIN(groups, 65535);
+  *gy = (uint32_t)((groups + *gx - 1) / *gx);
+}
+
+static int bad_ref(ks_cmd *c, const char *op, ks_bref r, const char *name) {
+  if (r.b && r.b->buf) return 0;
+  cmd_fail(c, KS_ERR_ARG, "%s: %s buffer is missing", op, name);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- ops */
+
+/* Workgroup sizes. Reductions depend on them, so they are fixed per device (never per call);
+ * none assumes a subgroup size (lavapipe's is 8, NVIDIA's 32, AMD's 64). */
+#define WG_MATMUL 64u
+#define WG_NORM 64u
+#define WG_ATTN 64u
+#define WG_EMBED 64u
+#define WG_ROPE 64u
+#define WG_ELEM 256u
+
+typedef struct {
+  uint32_t o_out, o_tok, o_w;
+  uint32_t dim, n_tok, row0, rows, row_bytes;
+} pc_embed;
+_Static_assert(sizeof(pc_embed) == 32 && sizeof(pc_embed) <= 128, "embed.comp push constants");
+
+typedef struct {
+  uint32_t o_out, o_x, o_w;
+  uint32_t n;
+  float eps;
+} pc_rmsnorm;
+_Static_assert(sizeof(pc_rmsnorm) == 20, "rmsnorm.comp push constants");
+
+typedef struct {
+  uint32_t o_out, o_x, o_w;
+  uint32_t K, N, row0, rows, n_tok, row_bytes;
+} pc_matmul;
+_Static_assert(sizeof(pc_matmul) == 36, "matmul.glsl push constants");
+
+typedef struct {
+  uint32_t o_x, o_step, o_f;
+  uint32_t n_tok, n_heads, head_dim, neox, total;
+} pc_rope;
+_Static_assert(sizeof(pc_rope) == 32, "rope.comp push constants");
+
+typedef struct {
+  uint32_t o_cache, o_src, o_table, o_step;
+  uint32_t n_tok, kv_dim, total;
+} pc_kv_write;
+_Static_assert(sizeof(pc_kv_write) == 28, "kv_write.comp push constants");
+
+typedef struct {
+  uint32_t o_out, o_q, o_k, o_v, o_table, o_step, o_probs;
+  uint32_t n_tok, n_head, group, head_dim, kv_dim, probs_stride, has_probs;
+  float sqrt_hd;
+} pc_attention;
+_Static_assert(sizeof(pc_attention) == 60 && sizeof(pc_attention) <= 128,
+               "attention.comp push constants");
+
+typedef struct {
+  uint32_t o_out, o_gate, o_up, n;
+} pc_swiglu;
+_Static_assert(sizeof(pc_swiglu) == 16, "swiglu.comp push constants");
+
+typedef struct {
+  uint32_t o_a, o_b, n;
+} pc_binary;
+_Static_assert(sizeof(pc_binary) == 12, "add.comp / copy.comp push constants");
+
+static int type_ok(ks_type t) {
+  return t == KS_TYPE_F32 || t == KS_TYPE_F16 || t == KS_TYPE_Q8_0 || t == KS_TYPE_Q4_0;
+}
+
+static int tensor_ok(ks_cmd *c, const char *op, const ks_gpu_tensor *t) {
+  if (!t || !t->slices || t->n_slices <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: weight tensor not uploaded", op);
+    return 0;
+  }
+  if (!type_ok(t->type)) {
+    cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: no kernel for %s weights", op, ks_type_name(t->type));
+    return 0;
+  }
+  return 1;
+}
+
+void op_embed(ks_cmd *c, ks_bref out, const ks_gpu_tensor *emb, ks_bref tokens, int n_tok) {
+  const char *op = "op_embed";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (!tensor_ok(c, op, emb) || bad_ref(c, op, out, "out") || bad_ref(c, op, tokens, "tokens"))
+    return;
+  uint32_t dim = (uint32_t)emb->ne[0];
+  uint32_t spec[2] = {WG_EMBED, (uint32_t)emb->type};
+  for (int s = 0; s < emb->n_slices; s++) {
+    int64_t r0 = (int64_t)s * emb->rows_per_slice;
+    pc_embed pc = {
+        .dim = dim,
+        .n_tok = (uint32_t)n_tok,
+        .row0 = (uint32_t)r0,
+        .rows = (uint32_t)KS_MIN(emb->rows_per_slice, emb->ne[1] - r0),
+        .row_bytes = (uint32_t)ks_type_row_bytes(emb->type, emb->ne[0]),
+    };
+    ks_bind b[3] = {bind(out, (uint64_t)n_tok * dim * 4), bind(tokens, (uint64_t)n_tok * 4),
+                    bind(ks_ref(&emb->slices[s], 0), 0)};
+    dispatch(c, op, "embed", spec, 2, b, 3, &pc, sizeof pc, (dim + WG_EMBED - 1) / WG_EMBED,
+             (uint32_t)n_tok, 1);
+  }
+}
+
+void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, float eps) {
+  const char *op = "op_rmsnorm";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (n <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: row length %d", op, n);
+    return;
+  }
+  uint32_t spec[1] = {WG_NORM};
+  pc_rmsnorm pc = {.n = (uint32_t)n, .eps = eps};
+  uint64_t rows = (uint64_t)n_tok * (uint64_t)n * 4;
+  ks_bind b[3] = {bind(out, rows), bind(x, rows), bind(w, (uint64_t)n * 4)};
+  dispatch(c, op, "rmsnorm", spec, 1, b, 3, &pc, sizeof pc, (uint32_t)n_tok, 1, 1);
+}
+
+#define MM_R 4u  /* weight rows per workgroup: matmul.glsl's R */
+#define MM_TT 8u /* tokens per workgroup: matmul.glsl's TT */
+
+void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok) {
+  const char *op = "op_matmul";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (!tensor_ok(c, op, W)) return;
+  const char *shader = W->type == KS_TYPE_F32    ? "matmul_f32"
+                       : W->type == KS_TYPE_F16  ? "matmul_f16"
+                       : W->type == KS_TYPE_Q8_0 ? "matmul_q8_0"
+                                                 : "matmul_q4_0";
+  uint64_t K = (uint64_t)W->ne[0], N = (uint64_t)W->ne[1];
+  if ((W->type == KS_TYPE_F32 || W->type == KS_TYPE_F16) && K % 4) {
+    cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: %s row length %llu is not a multiple of 4", op,
+             ks_type_name(W->type), (unsigned long long)K);
+    return;
+  }
+  uint32_t spec[1] = {WG_MATMUL};
+  for (int s = 0; s < W->n_slices; s++) {
+    int64_t r0 = (int64_t)s * W->rows_per_slice;
+    uint32_t rows = (uint32_t)KS_MIN(W->rows_per_slice, W->ne[1] - r0);
+    pc_matmul pc = {
+        .K = (uint32_t)K,
+        .N = (uint32_t)N,
+        .row0 = (uint32_t)r0,
+        .rows = rows,
+        .n_tok = (uint32_t)n_tok,
+        .row_bytes = (uint32_t)ks_type_row_bytes(W->type, W->ne[0]),
+    };
+    ks_bind b[3] = {bind(out, (uint64_t)n_tok * N * 4), bind(x, (uint64_t)n_tok * K * 4),
+                    bind(ks_ref(&W->slices[s], 0), 0)};
+    dispatch(c, op, shader, spec, 1, b, 3, &pc, sizeof pc, (rows + MM_R - 1) / MM_R,
+             ((uint32_t)n_tok + MM_TT - 1) / MM_TT, 1);
+  }
+}
+
+/* Inverse frequencies of RoPE, one table per (head_dim, base), computed with the CPU
+ * reference's expression so that GPU and CPU rotate by the same float angle. */
+static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base) {
+  ks_gpu *g = c->g;
+  for (int i = 0; i < g->n_ropes; i++)
+    if (g->ropes[i].head_dim == head_dim && g->ropes[i].base == base) return &g->ropes[i].buf;
+  ks_rope_table *nr = realloc(g->ropes, (size_t)(g->n_ropes + 1) * sizeof *nr);
+  if (!nr) {
+    cmd_fail(c, KS_ERR_NOMEM, "op_rope: out of host memory");
+    return NULL;
+  }
+  g->ropes = nr;
+  ks_rope_table *t = &g->ropes[g->n_ropes];
+  memset(t, 0, sizeof *t);
+  int half = head_dim / 2;
+  float *f = malloc((size_t)half * sizeof *f);
+  if (!f) {
+    cmd_fail(c, KS_ERR_NOMEM, "op_rope: out of host memory");
+    return NULL;
+  }
+  for (int i = 0; i < half; i++) f[i] = 1.0f / powf(base, (float)(2 * i) / (float)head_dim);
+  ks_status st = gpu_buf_create_internal(g, &t->buf, (uint64_t)half * 4, KS_MEM_DEVICE);
+  if (st == KS_OK) {
+    /* gpu_upload would count this towards a weight-upload progress bar: copy it directly */
+    uint64_t saved = g->prog_total;
+    g->prog_total = 0;
+    st = gpu_upload(g, &t->buf, 0, f, (uint64_t)half * 4);
+    g->prog_total = saved;
+  }
+  free(f);
+  if (st != KS_OK) {
+    gpu_buf_destroy_internal(g, &t->buf);
+    cmd_fail(c, st, "op_rope: %s", ks_last_error());
+    return NULL;
+  }
+  t->head_dim = head_dim;
+  t->base = base;
+  g->n_ropes++;
+  return &t->buf;
+}
+
+void op_rope(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
+             float base, int neox) {
+  const char *op = "op_rope";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (head_dim <= 0 || head_dim % 2 || n_heads <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: head_dim %d (must be even), n_heads %d", op, head_dim, n_heads);
+    return;
+  }
+  const ks_buf *tab = rope_table(c, head_dim, base);
+  if (!tab) return;
+  uint64_t total = (uint64_t)n_tok * n_heads * (head_dim / 2);
+  pc_rope pc = {
+      .n_tok = (uint32_t)n_tok,
+      .n_heads = (uint32_t)n_heads,
+      .head_dim = (uint32_t)head_dim,
+      .neox = neox ? 1u : 0u,
+      .total = (uint32_t)total,
+  };
+  uint32_t spec[1] = {WG_ROPE}, gx, gy;
+  grid_1d(total, WG_ROPE, &gx, &gy);
+  ks_bind b[3] = {bind(x, (uint64_t)n_tok * n_heads * head_dim * 4), bind(step, 4),
+                  bind(ks_ref(tab, 0), (uint64_t)(head_dim / 2) * 4)};
+  dispatch(c, op, "rope", spec, 1, b, 3, &pc, sizeof pc, gx, gy, 1);
+}
+
+void op_kv_write(ks_cmd *c, ks_bref cache, ks_bref src, ks_bref table, ks_bref step, int n_tok,
+                 int kv_dim) {
+  const char *op = "op_kv_write";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (kv_dim <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: kv_dim %d", op, kv_dim);
+    return;
+  }
+  uint64_t total = (uint64_t)n_tok * kv_dim;
+  pc_kv_write pc = {.n_tok = (uint32_t)n_tok, .kv_dim = (uint32_t)kv_dim, .total = (uint32_t)total};
+  uint32_t spec[1] = {WG_ELEM}, gx, gy;
+  grid_1d(total, WG_ELEM, &gx, &gy);
+  ks_bind b[4] = {bind(cache, 0), bind(src, total * 4), bind(table, 0), bind(step, 4)};
+  dispatch(c, op, "kv_write", spec, 1, b, 4, &pc, sizeof pc, gx, gy, 1);
+}
+
+void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
+                  ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
+                  int head_dim, ks_bref probs, int probs_stride) {
+  const char *op = "op_attention";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (n_head <= 0 || n_kv_head <= 0 || n_head % n_kv_head || head_dim <= 0 ||
+      head_dim > 256) {
+    cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: n_head %d, n_kv_head %d, head_dim %d (need n_head a "
+                                    "multiple of n_kv_head and head_dim <= 256)", op, n_head,
+             n_kv_head, head_dim);
+    return;
+  }
+  int has_probs = probs.b != NULL;
+  if (has_probs && probs_stride <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: probs_stride %d", op, probs_stride);
+    return;
+  }
+  uint64_t qbytes = (uint64_t)n_tok * n_head * head_dim * 4;
+  pc_attention pc = {
+      .n_tok = (uint32_t)n_tok,
+      .n_head = (uint32_t)n_head,
+      .group = (uint32_t)(n_head / n_kv_head),
+      .head_dim = (uint32_t)head_dim,
+      .kv_dim = (uint32_t)(n_kv_head * head_dim),
+      .probs_stride = (uint32_t)(has_probs ? probs_stride : 0),
+      .has_probs = (uint32_t)has_probs,
+      .sqrt_hd = sqrtf((float)head_dim),
+  };
+  _Static_assert(WG_ATTN >= 32, "attention.comp keeps 256 / 32 accumulators per invocation");
+  uint32_t spec[1] = {WG_ATTN};
+  /* Without probs, binding 6 is the output again: the shader never touches it. The probs
+   * region's extent depends on the position (read on the GPU), so it is bound to the end. */
+  ks_bind b[7] = {bind(out, qbytes), bind(q, qbytes), bind(kcache, 0), bind(vcache, 0),
+                  bind(table, 0), bind(step, 4), has_probs ? bind(probs, 0) : bind(out, 4)};
+  dispatch(c, op, "attention", spec, 1, b, 7, &pc, sizeof pc, (uint32_t)n_head, (uint32_t)n_tok, 1);
+}
+
+void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n) {
+  if (c->status != KS_OK || n <= 0) return;
+  pc_swiglu pc = {.n = (uint32_t)n};
+  uint32_t spec[1] = {WG_ELEM}, gx, gy;
+  grid_1d((uint64_t)n, WG_ELEM, &gx, &gy);
+  uint64_t bytes = (uint64_t)n * 4;
+  ks_bind b[3] = {bind(out, bytes), bind(gate, bytes), bind(up, bytes)};
+  dispatch(c, "op_swiglu", "swiglu", spec, 1, b, 3, &pc, sizeof pc, gx, gy, 1);
+}
+
+void op_add(ks_cmd *c, ks_bref x, ks_bref y, int n) {
+  if (c->status != KS_OK || n <= 0) return;
+  pc_binary pc = {.n = (uint32_t)n};
+  uint32_t spec[1] = {WG_ELEM}, gx, gy;
+  grid_1d((uint64_t)n, WG_ELEM, &gx, &gy);
+  uint64_t bytes = (uint64_t)n * 4;
+  ks_bind b[2] = {bind(x, bytes), bind(y, bytes)};
+  dispatch(c, "op_add", "add", spec, 1, b, 2, &pc, sizeof pc, gx, gy, 1);
+}
+
+void op_copy(ks_cmd *c, ks_bref dst, ks_bref src, uint64_t n) {
+  if (c->status != KS_OK || n == 0) return;
+  if (n % 4 || n / 4 > UINT32_MAX) {
+    cmd_fail(c, KS_ERR_ARG, "op_copy: %llu bytes (must be a multiple of 4, under 16 GiB)",
+             (unsigned long long)n);
+    return;
+  }
+  pc_binary pc = {.n = (uint32_t)(n / 4)};
+  uint32_t spec[1] = {WG_ELEM}, gx, gy;
+  grid_1d(n / 4, WG_ELEM, &gx, &gy);
+  ks_bind b[2] = {bind(dst, n), bind(src, n)};
+  dispatch(c, "op_copy", "copy", spec, 1, b, 2, &pc, sizeof pc, gx, gy, 1);
+}
