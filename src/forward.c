@@ -179,6 +179,34 @@ uint64_t forward_kv_bytes(const ks_forward *f) {
   return 2ull * f->m->cfg.n_layer * f->n_blocks * KS_KV_BLOCK * kv_dim(&f->m->cfg) * 4;
 }
 
+uint64_t forward_block_bytes(const ks_forward *f) {
+  return 2ull * f->m->cfg.n_layer * KS_KV_BLOCK * kv_dim(&f->m->cfg) * 4;
+}
+
+ks_status forward_read_block(ks_forward *f, uint32_t block, void *dst) {
+  if (block >= (uint32_t)f->n_blocks) return ks_fail(KS_ERR_ARG, "block %u outside the pool", block);
+  const uint64_t rows = (uint64_t)KS_KV_BLOCK * kv_dim(&f->m->cfg) * 4, off = rows * block;
+  unsigned char *p = dst;
+  for (int l = 0; l < f->m->cfg.n_layer; l++) {
+    CHECK_ST(gpu_download(f->gpu, &f->k_pool[l], off, p, rows));
+    CHECK_ST(gpu_download(f->gpu, &f->v_pool[l], off, p + rows, rows));
+    p += 2 * rows;
+  }
+  return KS_OK;
+}
+
+ks_status forward_write_block(ks_forward *f, uint32_t block, const void *src) {
+  if (block >= (uint32_t)f->n_blocks) return ks_fail(KS_ERR_ARG, "block %u outside the pool", block);
+  const uint64_t rows = (uint64_t)KS_KV_BLOCK * kv_dim(&f->m->cfg) * 4, off = rows * block;
+  const unsigned char *p = src;
+  for (int l = 0; l < f->m->cfg.n_layer; l++) {
+    CHECK_ST(gpu_upload(f->gpu, &f->k_pool[l], off, p, rows));
+    CHECK_ST(gpu_upload(f->gpu, &f->v_pool[l], off, p + rows, rows));
+    p += 2 * rows;
+  }
+  return KS_OK;
+}
+
 /* Records the graph for n tokens (tokens buffer and step buffer filled by the host before each
  * submit). logits_rows: 1 = only the last token's logits (into logits row 0), n = every token. */
 static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {

@@ -67,6 +67,12 @@ ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float 
 void forward_watch(ks_forward *f, int layer);
 /* (n_head, n_ctx) rows of the last eval's last token; valid positions 0..pos. */
 const float *forward_probs(const ks_forward *f);
+/* Bytes of one block's K and V rows over all layers (the cache_file payload layout: layer 0 K,
+ * layer 0 V, layer 1 K, ...). */
+uint64_t forward_block_bytes(const ks_forward *f);
+/* Copies pool block `block` to/from host memory in that layout. */
+ks_status forward_read_block(ks_forward *f, uint32_t block, void *dst);
+ks_status forward_write_block(ks_forward *f, uint32_t block, const void *src);
 /* Bytes of device memory held for K/V. */
 uint64_t forward_kv_bytes(const ks_forward *f);
 

@@ -2,6 +2,7 @@
  * calls the library (kvscope.h and friends), prints; the only place besides ui/ that exits. */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "convert.h"
 #include "gguf.h"
 #include "gpu.h"
+#include "json.h"
 #include "kvscope.h"
 
 #ifndef KVSCOPE_MODELS_DIR
@@ -139,59 +141,201 @@ static const char *default_model(void) {
   return path;
 }
 
-static void json_str(FILE *f, const char *s, size_t n) {
-  fputc('"', f);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    switch (c) {
-    case '"': fputs("\\\"", f); break;
-    case '\\': fputs("\\\\", f); break;
-    case '\n': fputs("\\n", f); break;
-    case '\r': fputs("\\r", f); break;
-    case '\t': fputs("\\t", f); break;
-    default:
-      if (c < 0x20) fprintf(f, "\\u%04x", c);
-      else fputc(c, f);
-    }
-  }
-  fputc('"', f);
-}
+/* ---- run and chat ---- */
 
-/* ---- run ---- */
+/* One request as given on the command line or in a --prompts file. */
+typedef struct {
+  char *text;     /* prompt (after the prefix) */
+  size_t len;
+  char *prefix;   /* explicitly marked cacheable prefix, or NULL */
+  size_t prefix_len;
+  int n_predict;
+  ks_sampling sp;
+  int no_cache;
+} run_item;
 
 typedef struct {
-  int json;
-  char *text;
-  size_t len, cap;
-  int *toks;
-  int n_toks, cap_toks;
-} run_out;
+  ks_engine_opts eo;
+  ks_sampling sp;
+  int seed_given;
+  int n_predict;
+  int json, echo;
+  const char *prefix;
+  int no_cache;
+  run_item *items;
+  int n_items;
+} run_args;
 
-static int on_token(void *user, int token, const char *text, size_t len) {
-  run_out *o = user;
-  if (!o->json) {
-    fwrite(text, 1, len, stdout);
-    fflush(stdout);
-    return 0;
+static int add_item(run_args *a, const char *text, size_t len) {
+  run_item *ni = realloc(a->items, sizeof *ni * (size_t)(a->n_items + 1));
+  if (!ni) return -1;
+  a->items = ni;
+  run_item *it = &a->items[a->n_items++];
+  memset(it, 0, sizeof *it);
+  it->text = malloc(len + 1);
+  if (!it->text) return -1;
+  memcpy(it->text, text, len);
+  it->text[len] = 0;
+  it->len = len;
+  it->n_predict = INT_MIN; /* filled from the defaults later */
+  it->sp.temp = NAN;
+  return 0;
+}
+
+static void free_items(run_args *a) {
+  for (int i = 0; i < a->n_items; i++) {
+    free(a->items[i].text);
+    free(a->items[i].prefix);
   }
-  if (o->len + len + 1 > o->cap) {
-    size_t nc = (o->cap + len + 1) * 2;
-    char *nt = realloc(o->text, nc);
-    if (!nt) return 1;
-    o->text = nt;
-    o->cap = nc;
-  }
-  memcpy(o->text + o->len, text, len);
-  o->len += len;
-  if (token >= 0) {
-    if (o->n_toks == o->cap_toks) {
-      int nc = o->cap_toks ? o->cap_toks * 2 : 64;
-      int *nt = realloc(o->toks, (size_t)nc * sizeof(int));
-      if (!nt) return 1;
-      o->toks = nt;
-      o->cap_toks = nc;
+  free(a->items);
+}
+
+/* --prompts FILE: one JSON object per line: {"prompt": "...", "prefix": "...", "n": 64,
+ * "temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "seed": 1, "cache": true}.
+ * "prefix" is an explicitly marked cacheable prefix (pinned, like a cache_control breakpoint). */
+static int load_prompts_file(run_args *a, const char *path) {
+  size_t len;
+  char *buf = read_file(path, &len);
+  if (!buf) return die(1, "cannot read the prompts file");
+  int lineno = 0, rc = 0;
+  for (char *line = buf; line < buf + len && !rc;) {
+    char *nl = memchr(line, '\n', (size_t)(buf + len - line));
+    size_t ll = nl ? (size_t)(nl - line) : (size_t)(buf + len - line);
+    lineno++;
+    char *next = nl ? nl + 1 : buf + len;
+    size_t k = 0;
+    while (k < ll && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) k++;
+    if (k == ll) { line = next; continue; } /* blank line */
+    json_obj o;
+    if (json_parse_object(line, ll, &o)) {
+      fprintf(stderr, "%s: %s line %d: %s\n", g_prog, path, lineno, ks_last_error());
+      rc = 1;
+      break;
     }
-    o->toks[o->n_toks++] = token;
+    const json_field *p = json_get(&o, "prompt"), *f;
+    if (!p || p->type != JSON_STR) {
+      fprintf(stderr, "%s: %s line %d: needs a \"prompt\" string\n", g_prog, path, lineno);
+      rc = 1;
+    } else if (add_item(a, p->str, p->len)) {
+      rc = die(1, "out of memory");
+    } else {
+      run_item *it = &a->items[a->n_items - 1];
+      if ((f = json_get(&o, "prefix")) && f->type == JSON_STR) {
+        it->prefix = malloc(f->len + 1);
+        if (it->prefix) { memcpy(it->prefix, f->str, f->len + 1); it->prefix_len = f->len; }
+      }
+      if ((f = json_get(&o, "n")) && f->type == JSON_NUM) it->n_predict = (int)f->num;
+      if ((f = json_get(&o, "temp")) && f->type == JSON_NUM) it->sp.temp = (float)f->num;
+      if ((f = json_get(&o, "top_k")) && f->type == JSON_NUM) it->sp.top_k = (int)f->num + 1;
+      if ((f = json_get(&o, "top_p")) && f->type == JSON_NUM) it->sp.top_p = (float)f->num + 1;
+      if ((f = json_get(&o, "min_p")) && f->type == JSON_NUM) it->sp.min_p = (float)f->num + 1;
+      if ((f = json_get(&o, "seed")) && f->type == JSON_NUM) it->sp.seed = (uint64_t)f->num + 1;
+      if ((f = json_get(&o, "cache")) && f->type == JSON_BOOL) it->no_cache = !f->boolean;
+    }
+    json_obj_free(&o);
+    line = next;
+  }
+  free(buf);
+  return rc;
+}
+
+/* Fills per-item settings from the command line defaults (fields set to +1 above mean "given":
+ * 0 is a valid value for several of them). */
+static void resolve_item(const run_args *a, run_item *it) {
+  ks_sampling d = a->sp;
+  if (!isnan(it->sp.temp)) d.temp = it->sp.temp;
+  if (it->sp.top_k) d.top_k = it->sp.top_k - 1;
+  if (it->sp.top_p != 0) d.top_p = it->sp.top_p - 1;
+  if (it->sp.min_p != 0) d.min_p = it->sp.min_p - 1;
+  if (it->sp.seed) d.seed = it->sp.seed - 1;
+  it->sp = d;
+  if (it->n_predict == INT_MIN) it->n_predict = a->n_predict;
+  if (a->no_cache) it->no_cache = 1;
+  if (!it->prefix && a->prefix) {
+    it->prefix_len = strlen(a->prefix);
+    it->prefix = malloc(it->prefix_len + 1);
+    if (it->prefix) memcpy(it->prefix, a->prefix, it->prefix_len + 1);
+  }
+}
+
+static int check_sampling(const ks_sampling *sp) {
+  if (sp->temp < 0 || sp->top_k < 0 || sp->top_p <= 0 || sp->top_p > 1 || sp->min_p < 0 || sp->min_p > 1) {
+    fprintf(stderr, "%s: sampling settings out of range (temp >= 0, top-k >= 0, 0 < top-p <= 1, "
+            "0 <= min-p <= 1)\nTry '%s --help'.\n", g_prog, g_prog);
+    return 2;
+  }
+  return 0;
+}
+
+/* Parses the flags run and chat share; returns -1 if argv[i] is not one of them, else the
+ * number of extra arguments consumed, or -2 after printing a usage error. */
+static int parse_common(run_args *a, int argc, char **argv, int i) {
+  const char *o = argv[i];
+  const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+  ks_engine_opts *eo = &a->eo;
+#define NEEDV() do { if (!v) { usage_error("option %s needs a value", o); return -2; } } while (0)
+#define INTV(dst) do { NEEDV(); if (parse_int(v, &(dst))) { usage_error("bad integer '%s'", v); return -2; } return 1; } while (0)
+#define FLTV(dst) do { NEEDV(); if (parse_float(v, &(dst))) { usage_error("bad number '%s'", v); return -2; } return 1; } while (0)
+  if (!strcmp(o, "-m") || !strcmp(o, "--model")) { NEEDV(); eo->model_path = v; return 1; }
+  if (!strcmp(o, "-z") || !strcmp(o, "--tokenizer")) { NEEDV(); eo->tokenizer_path = v; return 1; }
+  if (!strcmp(o, "-n") || !strcmp(o, "--n-predict")) INTV(a->n_predict);
+  if (!strcmp(o, "-c") || !strcmp(o, "--ctx-size")) INTV(eo->n_ctx);
+  if (!strcmp(o, "-b") || !strcmp(o, "--batch")) INTV(eo->batch);
+  if (!strcmp(o, "--temp")) FLTV(a->sp.temp);
+  if (!strcmp(o, "--top-k")) INTV(a->sp.top_k);
+  if (!strcmp(o, "--top-p")) FLTV(a->sp.top_p);
+  if (!strcmp(o, "--min-p")) FLTV(a->sp.min_p);
+  if (!strcmp(o, "-s") || !strcmp(o, "--seed")) {
+    NEEDV();
+    char *end;
+    errno = 0;
+    unsigned long long s = strtoull(v, &end, 10);
+    if (errno || *end || end == v || v[0] == '-') { usage_error("bad seed '%s'", v); return -2; }
+    a->sp.seed = s;
+    a->seed_given = 1;
+    return 1;
+  }
+  if (!strcmp(o, "--device")) INTV(eo->device);
+  if (!strcmp(o, "--cpu")) { eo->use_cpu = 1; return 0; }
+  if (!strcmp(o, "--cache-mb")) INTV(eo->cache.cache_mb);
+  if (!strcmp(o, "--cache-min-tokens")) INTV(eo->cache.min_tokens);
+  if (!strcmp(o, "--cache-dir")) { NEEDV(); eo->cache.dir = v; return 1; }
+  if (!strcmp(o, "--no-cache")) { a->no_cache = 1; return 0; }
+  if (!strcmp(o, "--prefix")) { NEEDV(); a->prefix = v; return 1; }
+  if (!strcmp(o, "--cache-ttl") || !strcmp(o, "--price-input") || !strcmp(o, "--price-cached") ||
+      !strcmp(o, "--price-output") || !strcmp(o, "--pin-ttl")) {
+    float x;
+    NEEDV();
+    if (parse_float(v, &x) || x < 0) { usage_error("bad non-negative number '%s'", v); return -2; }
+    if (!strcmp(o, "--cache-ttl")) eo->cache.ttl = x;
+    else if (!strcmp(o, "--price-input")) eo->cache.price_input = x;
+    else if (!strcmp(o, "--price-cached")) eo->cache.price_cached = x;
+    else if (!strcmp(o, "--price-output")) eo->cache.price_output = x;
+    else eo->cache.pin_ttl = x;
+    return 1;
+  }
+  if (!strcmp(o, "--json")) { a->json = 1; return 0; }
+  return -1;
+#undef NEEDV
+#undef INTV
+#undef FLTV
+}
+
+static int finish_common(run_args *a) {
+  if (a->eo.n_ctx < 0) return usage_error("%s", "-c must be positive");
+  if (a->eo.batch < 0) return usage_error("%s", "-b must be positive");
+  if (a->eo.cache.cache_mb < 0) return usage_error("%s", "--cache-mb must be positive");
+  if (a->eo.cache.min_tokens < 0) return usage_error("%s", "--cache-min-tokens must be >= 0");
+  if (a->n_predict < -1) return usage_error("%s", "-n must be -1 (no limit) or >= 0");
+  if (check_sampling(&a->sp)) return 2;
+  if (!a->seed_given) a->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
+  if (!a->eo.model_path) {
+    a->eo.model_path = default_model();
+    if (access(a->eo.model_path, R_OK) != 0) {
+      fprintf(stderr, "%s: no -m given and the default model %s is missing: give a model with -m\n",
+              g_prog, a->eo.model_path);
+      return 1;
+    }
   }
   return 0;
 }
@@ -207,138 +351,156 @@ static const char *stop_name(ks_stop s) {
   return "?";
 }
 
-static int cmd_run(int argc, char **argv) {
-  ks_engine_opts eo = {0};
-  eo.device = -1;
-  const char *prompt = NULL, *prompt_file = NULL;
-  int n_predict = 256, json = 0, echo = 1;
-  ks_sampling sp;
-  sampling_default(&sp);
-  int seed_given = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VALUE() do { if (!v) return usage_error("option %s needs a value", a); i++; } while (0)
-#define INT_VALUE(dst) do { NEED_VALUE(); if (parse_int(v, &(dst))) return usage_error("bad integer '%s'", v); } while (0)
-#define FLOAT_VALUE(dst) do { NEED_VALUE(); if (parse_float(v, &(dst))) return usage_error("bad number '%s'", v); } while (0)
-    if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); eo.model_path = v; }
-    else if (!strcmp(a, "-z") || !strcmp(a, "--tokenizer")) { NEED_VALUE(); eo.tokenizer_path = v; }
-    else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEED_VALUE(); prompt = v; }
-    else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE(); prompt_file = v; }
-    else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) INT_VALUE(n_predict);
-    else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) INT_VALUE(eo.n_ctx);
-    else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) INT_VALUE(eo.batch);
-    else if (!strcmp(a, "--temp")) FLOAT_VALUE(sp.temp);
-    else if (!strcmp(a, "--top-k")) INT_VALUE(sp.top_k);
-    else if (!strcmp(a, "--top-p")) FLOAT_VALUE(sp.top_p);
-    else if (!strcmp(a, "--min-p")) FLOAT_VALUE(sp.min_p);
-    else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) {
-      NEED_VALUE();
-      char *end;
-      errno = 0;
-      unsigned long long s = strtoull(v, &end, 10);
-      if (errno || *end || end == v) return usage_error("bad seed '%s'", v);
-      sp.seed = s;
-      seed_given = 1;
-    }
-    else if (!strcmp(a, "--device")) INT_VALUE(eo.device);
-    else if (!strcmp(a, "--cpu")) eo.use_cpu = 1;
-    else if (!strcmp(a, "--json")) json = 1;
-    else if (!strcmp(a, "--no-display-prompt")) echo = 0;
-    else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { print_help(stdout); return 0; }
-    else return usage_error("unknown option '%s'", a);
-  }
-  if (!prompt && !prompt_file) return usage_error("%s", "run needs a prompt: -p TEXT or -f FILE");
-  if (prompt && prompt_file) return usage_error("%s", "give either -p or -f, not both");
-  if (eo.n_ctx < 0) return usage_error("%s", "-c must be positive");
-  if (eo.batch < 0) return usage_error("%s", "-b must be positive");
-  if (n_predict < -1) return usage_error("%s", "-n must be -1 (no limit) or >= 0");
-  if (sp.temp < 0 || sp.top_k < 0 || sp.top_p <= 0 || sp.top_p > 1 || sp.min_p < 0 || sp.min_p > 1)
-    return usage_error("%s", "sampling settings out of range (temp >= 0, top-k >= 0, 0 < top-p <= 1, 0 <= min-p <= 1)");
-  if (!seed_given) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
-  if (!eo.model_path) {
-    eo.model_path = default_model();
-    if (access(eo.model_path, R_OK) != 0) {
-      fprintf(stderr, "%s: no -m given and the default model %s is missing: give a model with -m\n",
-              g_prog, eo.model_path);
-      return 1;
-    }
-  }
+static void print_usage_json(FILE *f, const ks_usage *u) {
+  fprintf(f,
+          "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+          "\"prompt_tokens_details\":{\"cached_tokens\":%d},"
+          "\"input_tokens\":%d,\"output_tokens\":%d,"
+          "\"cache_read_input_tokens\":%d,\"cache_creation_input_tokens\":%d},"
+          "\"cache\":{\"hit_rate\":%.4f,\"generated_tokens_cached\":%d,\"blocks_from_disk\":%d,"
+          "\"lookup_ms\":%.3f},"
+          "\"cost\":{\"usd\":%.8f,\"usd_without_cache\":%.8f}",
+          u->prompt_tokens, u->completion_tokens, u->prompt_tokens + u->completion_tokens,
+          u->cached_tokens, u->prompt_tokens - u->cached_tokens - u->cache_creation_tokens,
+          u->completion_tokens, u->cached_tokens, u->cache_creation_tokens, u->hit_rate,
+          u->generated_cached, u->disk_blocks_loaded, u->t_lookup * 1e3, u->cost, u->cost_uncached);
+}
 
-  size_t plen = 0;
-  char *pbuf = NULL;
-  if (prompt_file) {
-    pbuf = read_file(prompt_file, &plen);
-    if (!pbuf) return die(1, "cannot read the prompt");
-    prompt = pbuf;
-  } else {
-    plen = strlen(prompt);
-  }
-  size_t bad;
-  if (!ks_utf8_valid(prompt, plen, &bad)) {
-    fprintf(stderr, "%s: the prompt is not valid UTF-8 (bad byte 0x%02x at offset %zu): save it as UTF-8\n",
-            g_prog, (unsigned char)prompt[bad], bad);
-    free(pbuf);
-    return 1;
-  }
+typedef struct {
+  char *text;
+  size_t len, cap;
+  int *toks;
+  int n, cap_toks;
+} collected;
 
-  ks_engine *e;
-  if (ks_engine_create(&e, &eo)) {
-    free(pbuf);
-    return die(1, "cannot start the engine");
+static int collect(collected *c, int token, const char *text, size_t len) {
+  if (c->len + len + 1 > c->cap) {
+    size_t nc = (c->cap + len + 1) * 2;
+    char *nt = realloc(c->text, nc);
+    if (!nt) return -1;
+    c->text = nt;
+    c->cap = nc;
   }
-  int *toks = NULL, n_toks = 0;
-  if (ks_engine_tokenize(e, prompt, plen, &toks, &n_toks)) {
-    ks_engine_destroy(e);
-    free(pbuf);
-    return die(1, "cannot use this prompt");
+  memcpy(c->text + c->len, text, len);
+  c->len += len;
+  c->text[c->len] = 0;
+  if (token >= 0) {
+    if (c->n == c->cap_toks) {
+      int nc = c->cap_toks ? c->cap_toks * 2 : 64;
+      int *nt = realloc(c->toks, sizeof(int) * (size_t)nc);
+      if (!nt) return -1;
+      c->toks = nt;
+      c->cap_toks = nc;
+    }
+    c->toks[c->n++] = token;
   }
-  run_out out = {0};
-  out.json = json;
-  if (echo && !json) {
-    fwrite(prompt, 1, plen, stdout);
+  return 0;
+}
+
+/* Tokenizes prefix + text; the marked prefix covers the tokens the two encodings share. */
+static ks_status tokenize_item(ks_engine *e, const run_item *it, int **toks, int *n, int *n_prefix) {
+  *n_prefix = 0;
+  if (!it->prefix) return ks_engine_tokenize(e, it->text, it->len, toks, n);
+  size_t tl = it->prefix_len + it->len;
+  char *all = malloc(tl + 1);
+  if (!all) return ks_fail(KS_ERR_NOMEM, "out of memory");
+  memcpy(all, it->prefix, it->prefix_len);
+  memcpy(all + it->prefix_len, it->text, it->len);
+  ks_status st = ks_engine_tokenize(e, all, tl, toks, n);
+  free(all);
+  if (st) return st;
+  int *pt = NULL, np = 0;
+  st = ks_engine_tokenize(e, it->prefix, it->prefix_len, &pt, &np);
+  if (st) { free(*toks); *toks = NULL; return st; }
+  int k = 0;
+  while (k < np && k < *n && pt[k] == (*toks)[k]) k++;
+  *n_prefix = k;
+  free(pt);
+  return KS_OK;
+}
+
+/* Serves one request; streams or collects; prints its statistics. Returns an exit status. */
+static int serve(ks_engine *e, const run_args *a, const run_item *it, int index) {
+  int *toks = NULL, n = 0, n_prefix = 0;
+  if (tokenize_item(e, it, &toks, &n, &n_prefix)) return die(1, "cannot use this prompt");
+  ks_request r = {0};
+  r.tokens = toks;
+  r.n_tokens = n;
+  r.n_predict = it->n_predict;
+  r.sampling = it->sp;
+  r.cache_prefix = n_prefix;
+  r.no_cache = it->no_cache;
+  if (ks_engine_submit(e, &r)) {
+    free(toks);
+    return die(1, "cannot serve this request");
+  }
+  if (a->echo && !a->json) {
+    if (it->prefix) fwrite(it->prefix, 1, it->prefix_len, stdout);
+    fwrite(it->text, 1, it->len, stdout);
     fflush(stdout);
   }
-  ks_gen_stats gs;
-  ks_status st = ks_engine_generate(e, toks, n_toks, n_predict, &sp, on_token, &out, &gs);
+  collected c = {0};
+  ks_usage u = {0};
   int rc = 0;
-  if (st) {
-    rc = die(1, "generation failed");
-  } else {
-    double pp = gs.t_prefill > 0 ? gs.n_prompt / gs.t_prefill : 0;
-    int n_dec = gs.n_gen > 0 ? gs.n_gen - (gs.stop == KS_STOP_LENGTH || gs.stop == KS_STOP_CALLER) : 0;
-    double tg = gs.t_decode > 0 && n_dec > 0 ? n_dec / gs.t_decode : 0;
-    if (json) {
-      printf("{\"model\":");
-      json_str(stdout, eo.model_path, strlen(eo.model_path));
-      printf(",\"device\":");
-      const char *dn = ks_engine_device_name(e);
-      json_str(stdout, dn, strlen(dn));
-      printf(",\"prompt_tokens\":%d,\"generated_tokens\":%d,\"prefill_tokens_per_s\":%.2f,"
-             "\"decode_tokens_per_s\":%.2f,\"ttft_ms\":%.3f,\"seed\":%llu,\"stop\":\"%s\",",
-             gs.n_prompt, gs.n_gen, pp, tg, gs.ttft * 1e3, (unsigned long long)sp.seed,
-             stop_name(gs.stop));
-      printf("\"prompt_token_ids\":[");
-      for (int i = 0; i < n_toks; i++) printf("%s%d", i ? "," : "", toks[i]);
-      printf("],\"token_ids\":[");
-      for (int i = 0; i < out.n_toks; i++) printf("%s%d", i ? "," : "", out.toks[i]);
-      printf("],\"text\":");
-      json_str(stdout, out.text ? out.text : "", out.len);
-      printf("}\n");
-    } else {
-      printf("\n");
-      fprintf(stderr,
-              "\n%s: device %s | prompt %d tokens | prefill %.1f tok/s | decode %.1f tok/s (%d tokens) | "
-              "time to first token %.2f ms | seed %llu | stop: %s\n",
-              g_prog, ks_engine_device_name(e), gs.n_prompt, pp, tg, gs.n_gen, gs.ttft * 1e3,
-              (unsigned long long)sp.seed, stop_name(gs.stop));
+  for (;;) {
+    ks_event ev;
+    if (ks_engine_step(e, &ev)) { rc = die(1, "generation failed"); break; }
+    if (ev.kind == KS_EV_TOKEN) {
+      if (a->json) {
+        if (collect(&c, ev.token, ev.text, ev.len)) { rc = die(1, "out of memory"); ks_engine_cancel(e); break; }
+      } else {
+        fwrite(ev.text, 1, ev.len, stdout);
+        fflush(stdout);
+      }
+    } else if (ev.kind == KS_EV_DONE) {
+      u = ev.usage;
+      break;
     }
   }
-  free(out.text);
-  free(out.toks);
+  if (!rc) {
+    double pp = u.t_prefill > 0 ? (u.prompt_tokens - u.cached_tokens) / u.t_prefill : 0;
+    int n_dec = u.completion_tokens > 0 ? u.completion_tokens - (u.stop == KS_STOP_LENGTH) : 0;
+    double tg = u.t_decode > 0 && n_dec > 0 ? n_dec / u.t_decode : 0;
+    if (a->json) {
+      printf("{\"request\":%d,\"model\":", index);
+      json_write_str(stdout, a->eo.model_path, strlen(a->eo.model_path));
+      printf(",\"device\":");
+      const char *dn = ks_engine_device_name(e);
+      json_write_str(stdout, dn, strlen(dn));
+      printf(",\"prompt_tokens\":%d,\"generated_tokens\":%d,\"prefill_tokens_per_s\":%.2f,"
+             "\"decode_tokens_per_s\":%.2f,\"ttft_ms\":%.3f,\"seed\":%llu,\"stop\":\"%s\",",
+             u.prompt_tokens, u.completion_tokens, pp, tg, u.ttft * 1e3,
+             (unsigned long long)it->sp.seed, stop_name(u.stop));
+      print_usage_json(stdout, &u);
+      printf(",\"prompt_token_ids\":[");
+      for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", toks[i]);
+      printf("],\"token_ids\":[");
+      for (int i = 0; i < c.n; i++) printf("%s%d", i ? "," : "", c.toks[i]);
+      printf("],\"text\":");
+      json_write_str(stdout, c.text ? c.text : "", c.len);
+      printf("}\n");
+      fflush(stdout);
+    } else {
+      printf("\n");
+      fflush(stdout);
+      fprintf(stderr,
+              "\n%s: device %s | prompt %d tokens | prefill %.1f tok/s | decode %.1f tok/s (%d tokens) | "
+              "time to first token %.2f ms | seed %llu | stop: %s\n"
+              "%s: cache: %d of %d prompt tokens cached (%.0f%%), %d newly cached | cost $%.6f "
+              "(without the cache $%.6f)\n",
+              g_prog, ks_engine_device_name(e), u.prompt_tokens, pp, tg, u.completion_tokens,
+              u.ttft * 1e3, (unsigned long long)it->sp.seed, stop_name(u.stop), g_prog,
+              u.cached_tokens, u.prompt_tokens, 100 * u.hit_rate, u.cache_creation_tokens,
+              u.cost, u.cost_uncached);
+    }
+  }
+  free(c.text);
+  free(c.toks);
   free(toks);
-  free(pbuf);
-  ks_engine_destroy(e);
+  return rc;
+}
+
+static int validation_rc(int rc) {
   if (getenv("KVSCOPE_VALIDATION") && gpu_validation_count() > 0) {
     fprintf(stderr, "%s: %llu Vulkan validation message(s) reported\n", g_prog,
             (unsigned long long)gpu_validation_count());
@@ -346,6 +508,177 @@ static int cmd_run(int argc, char **argv) {
   }
   return rc;
 }
+
+static int cmd_run(int argc, char **argv) {
+  run_args a;
+  memset(&a, 0, sizeof a);
+  a.eo.device = -1;
+  a.n_predict = 256;
+  a.echo = 1;
+  sampling_default(&a.sp);
+  const char *prompt_file = NULL, *prompts_file = NULL;
+  int rc = 0;
+  for (int i = 1; i < argc && !rc; i++) {
+    const char *o = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int used = parse_common(&a, argc, argv, i);
+    if (used == -2) { rc = 2; break; }
+    if (used >= 0) { i += used; continue; }
+    if (!strcmp(o, "-p") || !strcmp(o, "--prompt")) {
+      if (!v) { rc = usage_error("option %s needs a value", o); break; }
+      if (add_item(&a, v, strlen(v))) { rc = die(1, "out of memory"); break; }
+      i++;
+    } else if (!strcmp(o, "-f") || !strcmp(o, "--file")) {
+      if (!v) { rc = usage_error("option %s needs a value", o); break; }
+      prompt_file = v;
+      i++;
+    } else if (!strcmp(o, "--prompts")) {
+      if (!v) { rc = usage_error("option %s needs a value", o); break; }
+      prompts_file = v;
+      i++;
+    } else if (!strcmp(o, "--no-display-prompt")) {
+      a.echo = 0;
+    } else if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+      print_help(stdout);
+      free_items(&a);
+      return 0;
+    } else {
+      rc = usage_error("unknown option '%s'", o);
+    }
+  }
+  if (!rc && prompt_file) {
+    size_t len;
+    char *buf = read_file(prompt_file, &len);
+    if (!buf) rc = die(1, "cannot read the prompt");
+    else if (add_item(&a, buf, len)) rc = die(1, "out of memory");
+    free(buf);
+  }
+  if (!rc && prompts_file) rc = load_prompts_file(&a, prompts_file);
+  if (!rc && a.n_items == 0) rc = usage_error("%s", "run needs a prompt: -p TEXT, -f FILE or --prompts FILE");
+  if (!rc) rc = finish_common(&a);
+  for (int i = 0; !rc && i < a.n_items; i++) {
+    run_item *it = &a.items[i];
+    resolve_item(&a, it);
+    if (check_sampling(&it->sp)) rc = 2;
+    size_t bad = 0;
+    if (!rc && (!ks_utf8_valid(it->text, it->len, &bad) ||
+                (it->prefix && !ks_utf8_valid(it->prefix, it->prefix_len, &bad)))) {
+      const char *s = ks_utf8_valid(it->text, it->len, &bad) ? it->prefix : it->text;
+      ks_utf8_valid(s, s == it->text ? it->len : it->prefix_len, &bad);
+      fprintf(stderr, "%s: prompt %d is not valid UTF-8 (bad byte 0x%02x at offset %zu): save it as UTF-8\n",
+              g_prog, i + 1, (unsigned char)s[bad], bad);
+      rc = 1;
+    }
+  }
+  ks_engine *e = NULL;
+  if (!rc && ks_engine_create(&e, &a.eo)) rc = die(1, "cannot start the engine");
+  for (int i = 0; !rc && i < a.n_items; i++) {
+    if (i > 0 && !a.json) printf("\n");
+    rc = serve(e, &a, &a.items[i], i);
+  }
+  ks_engine_destroy(e);
+  free_items(&a);
+  return validation_rc(rc);
+}
+
+/* kvscope chat: each line on stdin is a user turn; the reply continues the whole conversation,
+ * whose earlier turns are served from the prompt cache. */
+static int cmd_chat(int argc, char **argv) {
+  run_args a;
+  memset(&a, 0, sizeof a);
+  a.eo.device = -1;
+  a.n_predict = 128;
+  sampling_default(&a.sp);
+  const char *system = NULL;
+  int rc = 0;
+  for (int i = 1; i < argc && !rc; i++) {
+    const char *o = argv[i];
+    int used = parse_common(&a, argc, argv, i);
+    if (used == -2) { rc = 2; break; }
+    if (used >= 0) { i += used; continue; }
+    if (!strcmp(o, "--system") && i + 1 < argc) { system = argv[++i]; continue; }
+    if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+      printf("Usage: kvscope chat [-m MODEL] [--system TEXT] [run's model, sampling and cache options]\n"
+             "Reads one user turn per line from stdin and answers it, continuing the whole\n"
+             "conversation: earlier turns are served from the prompt cache (the statistics line\n"
+             "after each reply shows how many prompt tokens were cached). -n caps each reply\n"
+             "(default 128). Turns are joined as plain text (no chat template yet).\n");
+      return 0;
+    }
+    rc = usage_error("unknown option '%s'", o);
+  }
+  if (!rc) rc = finish_common(&a);
+  ks_engine *e = NULL;
+  if (!rc && ks_engine_create(&e, &a.eo)) rc = die(1, "cannot start the engine");
+  int *conv = NULL, n_conv = 0;
+  int interactive = isatty(0);
+  char *line = NULL;
+  size_t cap = 0;
+  if (!rc && system) {
+    if (ks_engine_tokenize(e, system, strlen(system), &conv, &n_conv)) rc = die(1, "cannot use the system prompt");
+  }
+  while (!rc) {
+    if (interactive) { fprintf(stderr, "> "); fflush(stderr); }
+    ssize_t got = getline(&line, &cap, stdin);
+    if (got < 0) break;
+    size_t bad;
+    if (!ks_utf8_valid(line, (size_t)got, &bad)) {
+      fprintf(stderr, "%s: that line is not valid UTF-8 (byte 0x%02x at offset %zu); skipped\n", g_prog,
+              (unsigned char)line[bad], bad);
+      continue;
+    }
+    int *t = NULL, nt = 0;
+    ks_status st = n_conv ? tokenizer_encode(ks_engine_tokenizer(e), line, (size_t)got, 0, &t, &nt)
+                          : ks_engine_tokenize(e, line, (size_t)got, &t, &nt);
+    if (st) { rc = die(1, "cannot tokenize"); break; }
+    if (n_conv + nt >= ks_engine_n_ctx(e)) {
+      free(t);
+      fprintf(stderr, "%s: the conversation no longer fits the context (%d tokens): start a new chat or raise -c\n",
+              g_prog, ks_engine_n_ctx(e));
+      rc = 1;
+      break;
+    }
+    int *nc = realloc(conv, sizeof(int) * (size_t)(n_conv + nt + ks_engine_n_ctx(e) + 1));
+    if (!nc) { free(t); rc = die(1, "out of memory"); break; }
+    conv = nc;
+    memcpy(conv + n_conv, t, sizeof(int) * (size_t)nt);
+    n_conv += nt;
+    free(t);
+    ks_request r = {0};
+    r.tokens = conv;
+    r.n_tokens = n_conv;
+    r.n_predict = a.n_predict < 0 ? -1 : KS_MIN(a.n_predict, ks_engine_n_ctx(e) - n_conv);
+    r.sampling = a.sp;
+    r.no_cache = a.no_cache;
+    if (ks_engine_submit(e, &r)) { rc = die(1, "cannot answer"); break; }
+    ks_usage u = {0};
+    for (;;) {
+      ks_event ev;
+      if (ks_engine_step(e, &ev)) { rc = die(1, "generation failed"); break; }
+      if (ev.kind == KS_EV_TOKEN) {
+        fwrite(ev.text, 1, ev.len, stdout);
+        fflush(stdout);
+        conv[n_conv++] = ev.token;
+      } else if (ev.kind == KS_EV_DONE) {
+        u = ev.usage;
+        break;
+      }
+    }
+    if (rc) break;
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "[%d of %d prompt tokens cached (%.0f%%), time to first token %.2f ms]\n",
+            u.cached_tokens, u.prompt_tokens, 100 * u.hit_rate, u.ttft * 1e3);
+  }
+  free(line);
+  free(conv);
+  ks_engine_destroy(e);
+  free_items(&a);
+  return validation_rc(rc);
+}
+
+/* In the simple subcommands below: `a` is the option, `v` its value. */
+#define NEED_VALUE() do { if (!v) return usage_error("option %s needs a value", a); i++; } while (0)
 
 /* ---- devices ---- */
 
@@ -528,6 +861,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+  if (!strcmp(cmd, "chat")) return cmd_chat(argc - 1, argv + 1);
   if (!strcmp(cmd, "devices")) return cmd_devices(argc - 1, argv + 1);
   if (!strcmp(cmd, "convert")) return cmd_convert(argc - 1, argv + 1);
   if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
