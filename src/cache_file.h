@@ -39,8 +39,15 @@ ks_status cache_file_write(const char *dir, const ks_block_header *h, const void
  * n_layer, kv_dim, block_size and hash must all match the file. Returns KS_OK and fills *got and
  * payload (payload_cap >= cache_file_payload_bytes), KS_ERR_IO if there is no such file (silent
  * case: a miss), or KS_ERR_CACHE with a message saying what is wrong with the file (corrupt,
- * truncated, other model, other format, newer version); the caller warns and ignores it. */
+ * truncated, other model, other format, newer version); the caller warns and ignores it.
+ * On any failure payload holds no bytes from the file (what was read into it is zeroed). got may
+ * be NULL. The caller still compares got->tokens with its own: the hash names the block, the
+ * tokens prove it. */
 ks_status cache_file_read(const char *dir, const ks_block_header *expect, ks_block_header *got,
                           void *payload, size_t payload_cap);
+
+/* CRC-64/XZ (ECMA-182 polynomial, reflected, init and final xor all ones), the files' checksum.
+ * Chains: cache_file_crc64(cache_file_crc64(0, a, na), b, nb) is the CRC of a then b; start at 0. */
+uint64_t cache_file_crc64(uint64_t crc, const void *data, size_t n);
 
 #endif

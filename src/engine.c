@@ -273,7 +273,12 @@ static void load_from_disk(ks_engine *e, int max_blocks) {
       st = ks_fail(KS_ERR_CACHE, "prompt cache file for block %016llx holds other tokens",
                    (unsigned long long)want.hash);
     if (st != KS_OK) {
-      fprintf(stderr, "kvscope: warning: ignoring a prompt cache file: %s\n", ks_last_error());
+      /* a damaged or foreign file: never trusted, removed so a good copy can be written */
+      char path[4096];
+      cache_file_path(path, sizeof path, e->copt.dir, want.model_fingerprint, want.hash);
+      fprintf(stderr, "kvscope: warning: ignoring and removing a prompt cache file: %s\n",
+              ks_last_error());
+      unlink(path);
       return;
     }
     uint32_t id;
@@ -542,6 +547,8 @@ ks_status ks_engine_step(ks_engine *e, ks_event *ev) {
     (void)len; /* an incomplete character at the very end is dropped */
     ev->kind = KS_EV_DONE;
     ev->usage = e->usage;
+    /* a stop token was sampled from these: give them too, so callers see every sampling */
+    if (e->usage.stop == KS_STOP_EOS || e->usage.stop == KS_STOP_BOS) ev->logits = e->logits;
     finish_request(e);
     return KS_OK;
   }

@@ -98,7 +98,8 @@ typedef struct {
   int token;              /* TOKEN */
   const char *text;       /* TOKEN: its text (complete UTF-8 only; may be empty) */
   size_t len;
-  const float *logits;    /* TOKEN: the logits it was sampled from (vocab) */
+  const float *logits;    /* TOKEN: the logits it was sampled from (vocab); DONE after a stop
+                           * token (EOS, or BOS for llama2.c): the logits that token came from */
   const float *probs;     /* TOKEN: attention rows of the watched layer for the position before
                            * it, (n_head, probs_stride); NULL when not watching */
   int probs_stride;
