@@ -434,9 +434,8 @@ static void write_to_disk(ks_engine *e) {
     h.hash = b->hash;
     h.parent_hash = b->parent;
     memcpy(h.tokens, b->tokens, sizeof b->tokens);
-    char path[4096];
-    cache_file_path(path, sizeof path, e->copt.dir, h.model_fingerprint, h.hash);
-    if (access(path, F_OK) == 0) continue;
+    /* computed by this request (not read from disk): write it even if a file exists, since
+     * that file may be the damaged copy that broke the chain (the write is atomic) */
     ks_status st = forward_read_block(e->fwd, e->seq.blocks[i], e->payload);
     if (!st) st = cache_file_write(e->copt.dir, &h, e->payload);
     if (st) {

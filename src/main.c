@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+#include "selftest.h"
 #include "convert.h"
 #include "gguf.h"
 #include "gpu.h"
@@ -40,11 +42,14 @@ static void print_help(FILE *f) {
     "kvscope — a Vulkan inference engine for Llama-family models, built to see and use the KV cache\n"
     "\n"
     "Usage:\n"
-    "  kvscope run [-m MODEL] [-z TOKENIZER] (-p PROMPT | -f FILE) [options]\n"
+    "  kvscope run [-m MODEL] [-z TOKENIZER] (-p PROMPT... | -f FILE | --prompts FILE) [options]\n"
+    "  kvscope chat [-m MODEL] [--system TEXT] [options]   (one user turn per stdin line)\n"
     "  kvscope devices\n"
     "  kvscope info -m MODEL\n"
     "  kvscope tokenize -m MODEL [-z TOKENIZER] (-p TEXT | -f FILE) [--ids] [--no-bos]\n"
     "  kvscope convert IN [-z TOKENIZER] OUT.gguf [--type f32|f16|q8_0|q4_0]\n"
+    "  kvscope bench [-m MODEL] [-p 512] [-n 128] [-r 5] [--json]   speed, roofline (bench --help)\n"
+    "  kvscope selftest [--device N] [--json]   every kernel and the model vs the CPU reference\n"
     "\n"
     "run: generate text; the text streams to stdout, statistics go to stderr.\n"
     "  -m, --model PATH       GGUF file or llama2.c checkpoint (.bin); default: the model shipped\n"
@@ -62,8 +67,27 @@ static void print_help(FILE *f) {
     "  --device N             Vulkan device index (see 'kvscope devices'; env KVSCOPE_DEVICE)\n"
     "  --cpu                  run the plain C reference instead of the GPU (slow; for checking)\n"
     "  -b, --batch N          prompt tokens per GPU batch (default 128)\n"
-    "  --json                 print one JSON object (text, tokens, statistics) instead of streaming\n"
+    "  --json                 print one JSON object per request (text, tokens, statistics, usage)\n"
+    "                         instead of streaming\n"
     "  --no-display-prompt    do not echo the prompt before the generated text\n"
+    "  -p may be repeated, and --prompts FILE reads one JSON object per line:\n"
+    "    {\"prompt\": \"...\", \"prefix\": \"...\", \"n\": 64, \"temp\": 0.8, \"top_k\": 40, \"top_p\": 0.95,\n"
+    "     \"min_p\": 0.05, \"seed\": 1, \"cache\": true}\n"
+    "  The requests are served in order over one prompt cache.\n"
+    "\n"
+    "Prompt cache (K/V of token prefixes kept on the GPU and reused by later requests):\n"
+    "  --cache-mb N           device memory for cached K/V blocks (default: 4 contexts, at most\n"
+    "                         a quarter of device memory); least recently used blocks are evicted\n"
+    "  --cache-ttl SEC        drop cached blocks unused for SEC seconds (default: never)\n"
+    "  --cache-min-tokens N   do not cache (nor look up) prompts shorter than N tokens\n"
+    "  --cache-dir DIR        also keep blocks on disk, for later runs (checksummed, per model)\n"
+    "  --prefix TEXT          a cacheable prefix marked explicitly (like a cache_control\n"
+    "                         breakpoint), prepended to every prompt and pinned for --pin-ttl\n"
+    "  --pin-ttl SEC          how long a marked prefix stays pinned (default 300)\n"
+    "  --no-cache             compute every request cold and cache nothing\n"
+    "  --price-input P, --price-cached P, --price-output P\n"
+    "                         dollars per million tokens for the cost estimate (default 3.00,\n"
+    "                         0.1 x input, 15.00)\n"
     "\n"
     "Generation stops after N tokens, at the end-of-sequence token, when the context is full,\n"
     "and, for llama2.c checkpoints (their reference behaviour), when the model emits BOS.\n"
@@ -749,14 +773,18 @@ static int cmd_convert(int argc, char **argv) {
 
 static int cmd_tokenize(int argc, char **argv) {
   const char *model = NULL, *tokp = NULL, *text = NULL, *file = NULL;
-  int ids = 0, bos = 1;
+  int ids = 0, bos = 1, parse_special = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
       printf("Usage: kvscope tokenize -m MODEL [-z TOKENIZER] (-p TEXT | -f FILE) [--ids] [--no-bos]\n"
+             "                        [--parse-special]\n"
              "Prints the tokens of the text (the file's bytes exactly). --ids: one line [id, ...].\n"
-             "MODEL may be a vocab-only GGUF; a llama2.c checkpoint needs -z.\n");
+             "MODEL may be a vocab-only GGUF; a llama2.c checkpoint needs -z.\n"
+             "--no-bos: no BOS/EOS even where the vocabulary asks for them (add_bos_token).\n"
+             "--parse-special: control tokens written in the text (e.g. <|im_start|>) become those\n"
+             "  tokens; by default they are tokenized as plain text.\n");
       return 0;
     }
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); model = v; }
@@ -765,6 +793,7 @@ static int cmd_tokenize(int argc, char **argv) {
     else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEED_VALUE(); file = v; }
     else if (!strcmp(a, "--ids")) ids = 1;
     else if (!strcmp(a, "--no-bos")) bos = 0;
+    else if (!strcmp(a, "--parse-special")) parse_special = 1;
     else return usage_error("unknown option '%s'", a);
   }
   if (!model && !tokp) return usage_error("%s", "tokenize needs -m MODEL (or -z TOKENIZER with -m)");
@@ -800,7 +829,8 @@ static int cmd_tokenize(int argc, char **argv) {
     len = strlen(text);
   }
   int *out = NULL, n = 0;
-  st = tokenizer_encode(t, text, len, bos, &out, &n);
+  unsigned tflags = (bos ? KS_TOK_ADD_SPECIAL : 0u) | (parse_special ? KS_TOK_PARSE_SPECIAL : 0u);
+  st = tokenizer_encode_ex(t, text, len, tflags, &out, &n);
   int rc = 0;
   if (st) rc = die(1, "cannot tokenize");
   else tokenizer_print_tokens(t, out, n, ids, stdout);
@@ -819,7 +849,8 @@ static int cmd_info(int argc, char **argv) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      printf("Usage: kvscope info -m MODEL\nPrints architecture, shape, tensor types and memory needs.\n");
+      printf("Usage: kvscope info -m MODEL\nPrints architecture, shape, tensor types, tokenizer and "
+             "memory needs.\n");
       return 0;
     }
     if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEED_VALUE(); model = v; }
@@ -837,15 +868,78 @@ static int cmd_info(int argc, char **argv) {
   printf("vocabulary:    %d tokens\n", c->vocab_size);
   printf("context:       %d tokens\n", c->n_ctx);
   printf("rms eps:       %g\nrope base:     %g\n", c->norm_eps, c->rope_base);
+  printf("rope:          %s pairs%s\n", c->rope_neox ? "NeoX (half-split)" : "adjacent",
+         m.rope_factors ? ", frequencies scaled (rope_freqs / rope.scaling)" : "");
   printf("output:        %s\n", m.tied_output ? "tied to the token embedding" : "separate");
+  printf("q/k/v biases:  %s\n", m.layers[0].bq.data || m.layers[0].bk.data ? "yes" : "no");
+
+  /* every weight tensor, counted and summed per type (all stay in their stored type on the
+   * device: the kernels dequantise) */
+  uint64_t type_n[64] = {0}, type_bytes[64] = {0}, largest = 0;
+  int n_tensors = 0;
+  size_t n_list = 0;
+  const ks_tensor **list = malloc((3 + 12 * (size_t)c->n_layer) * sizeof *list);
+  if (!list) { model_deinit(&m); return die(1, "out of memory"); }
+  list[n_list++] = &m.tok_embd;
+  list[n_list++] = &m.output_norm;
+  if (!m.tied_output) list[n_list++] = &m.output;
+  for (int l = 0; l < c->n_layer; l++) {
+    const ks_layer *L = &m.layers[l];
+    const ks_tensor *lt[12] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm,
+                               &L->w_gate, &L->w_down, &L->w_up, &L->bq, &L->bk, &L->bv};
+    for (int k = 0; k < 12; k++) list[n_list++] = lt[k];
+  }
+  for (size_t i = 0; i < n_list; i++) {
+    const ks_tensor *t = list[i];
+    if (!t->data) continue; /* an absent bias */
+    unsigned ty = (unsigned)t->type < 64 ? (unsigned)t->type : 63;
+    type_n[ty]++;
+    type_bytes[ty] += t->nbytes;
+    if (t->nbytes > largest) largest = t->nbytes;
+    n_tensors++;
+  }
+  free(list);
+  printf("tensors:       %d:", n_tensors);
+  const char *sep = " ";
+  for (int ty = 0; ty < 64; ty++)
+    if (type_n[ty]) {
+      printf("%s%s %llu (%.1f MiB)", sep, ks_type_name((uint32_t)ty),
+             (unsigned long long)type_n[ty], type_bytes[ty] / 1048576.0);
+      sep = ", ";
+    }
+  printf("\n");
   printf("tensor types:  embedding %s, output %s, attn_q %s, ffn_down %s\n",
          ks_type_name(m.tok_embd.type), ks_type_name(m.output.type),
          ks_type_name(m.layers[0].wq.type), ks_type_name(m.layers[0].w_down.type));
+
+  if (m.gguf) {
+    const char *tm = gguf_get_str(m.gguf, "tokenizer.ggml.model");
+    const char *pre = gguf_get_str(m.gguf, "tokenizer.ggml.pre");
+    const char *kind = !tm ? "none in the file (give one with -z)"
+                       : !strcmp(tm, "llama") ? "SentencePiece BPE (llama)"
+                       : !strcmp(tm, "gpt2") ? "byte-level BPE (gpt2)"
+                                             : tm;
+    printf("tokenizer:     %s%s%s%s\n", kind, pre ? ", pre-tokenizer " : "", pre ? pre : "",
+           gguf_find_key(m.gguf, "tokenizer.chat_template") >= 0 ? ", has a chat template" : "");
+  } else {
+    printf("tokenizer:     SentencePiece BPE from a llama2.c tokenizer.bin (-z)\n");
+  }
+
   uint64_t wb = model_weight_bytes(&m);
   uint64_t kv_tok = 2ull * c->n_layer * c->n_kv_head * c->head_dim * 4;
-  printf("weights:       %.2f MiB on the device\n", wb / 1048576.0);
+  printf("weights:       %.2f MiB on the device (largest tensor %.1f MiB%s)\n", wb / 1048576.0,
+         largest / 1048576.0,
+         largest > (128ull << 20) ? ": bound in slices where a buffer range is 128 MiB" : "");
   printf("K/V cache:     %.1f KiB per token (f32), %.2f MiB for the full context\n", kv_tok / 1024.0,
          kv_tok * (double)c->n_ctx / 1048576.0);
+  /* activations for a prefill chunk of 512 tokens (x, xb, xb2, q, k, v, att, hb, hb2) and the
+   * host-visible logits of one row */
+  uint64_t wide = (uint64_t)(c->dim > c->n_head * c->head_dim ? c->dim : c->n_head * c->head_dim);
+  uint64_t act = 512ull * 4 * ((uint64_t)c->dim + 4 * wide + 2ull * c->n_kv_head * c->head_dim +
+                               2ull * c->hidden_dim) + 4ull * c->vocab_size;
+  printf("total:         %.2f MiB with the full context (weights + K/V + %.1f MiB of "
+         "activations for 512-token chunks)\n",
+         (wb + kv_tok * (double)c->n_ctx + act) / 1048576.0, act / 1048576.0);
   model_deinit(&m);
   return 0;
 }
@@ -866,5 +960,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "convert")) return cmd_convert(argc - 1, argv + 1);
   if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
   if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
+  if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
+  if (!strcmp(cmd, "selftest")) return selftest_main(argc - 1, argv + 1);
   return usage_error("unknown command '%s' (run, devices, info, tokenize, convert)", cmd);
 }
