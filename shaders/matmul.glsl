@@ -1,5 +1,6 @@
 // matmul.glsl — out (n_tok, N) = x (n_tok, K) · Wᵀ for one row slice of W; included by
-// matmul_<type>.comp after `#define WTYPE` (0 F32, 1 F16, 8 Q8_0, 2 Q4_0).
+// matmul_<type>.comp after `#define WTYPE` (0 F32, 1 F16, 8 Q8_0, 2 Q4_0, 30 BF16, 12 Q4_K,
+// 13 Q5_K, 14 Q6_K, 6 Q5_0, 7 Q5_1).
 //
 // Batch invariance: a workgroup owns R weight rows and a tile of up to TT tokens. Invocation
 // `lid` accumulates, for every (row, token) of the tile, the units u = lid, lid + WG, ... of the
@@ -28,7 +29,7 @@ layout(binding = 1) readonly buffer X { float x[]; };
 #if WTYPE == 0
 #define UNIT 4u
 layout(binding = 2) readonly buffer W { vec4 w4[]; };
-#elif WTYPE == 1
+#elif WTYPE == 1 || WTYPE == 30
 #define UNIT 4u
 layout(binding = 2) readonly buffer W { uvec2 w2[]; };
 #else
@@ -47,6 +48,16 @@ void load_w(uint row, uint u, out vec4 w[NV]) {
 #elif WTYPE == 1
   uvec2 h = w2[row * (pc.K >> 2) + u];
   w[0] = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+#elif WTYPE == 30
+  uvec2 b = w2[row * (pc.K >> 2) + u]; // bf16 is the top half of an f32
+  w[0] = vec4(uintBitsToFloat(b.x << 16), uintBitsToFloat(b.x & 0xffff0000u),
+              uintBitsToFloat(b.y << 16), uintBitsToFloat(b.y & 0xffff0000u));
+#elif WTYPE == 12 || WTYPE == 13
+  q45k_unit(row * pc.row_bytes, u, WTYPE == 13, w[0], w[1]);
+#elif WTYPE == 14
+  q6k_unit(row * pc.row_bytes, u, w[0], w[1]);
+#elif WTYPE == 6 || WTYPE == 7
+  q5_unit(row * pc.row_bytes, u, WTYPE == 7, w[0], w[1]);
 #elif WTYPE == 8
   uint base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
   float d = ld_half(base);
@@ -87,7 +98,7 @@ void main() {
         [[unroll]] for (uint v = 0u; v < NV; v++)
           xv[v] = vec4(x[xo + 4u * v], x[xo + 4u * v + 1u], x[xo + 4u * v + 2u], x[xo + 4u * v + 3u]);
         [[unroll]] for (uint r = 0u; r < R; r++) {
-#if WTYPE == 0 || WTYPE == 1
+#if WTYPE == 0 || WTYPE == 1 || WTYPE == 30
           acc[r][t] += dot(w[r][0], xv[0]);
 #else
           acc[r][t] += dot(w[r][0], xv[0]) + dot(w[r][1], xv[1]);

@@ -1,4 +1,4 @@
-// quant.glsl — reading F16 and quantised (Q8_0, Q4_0) weights from a uint array `wu` with byte
+// quant.glsl — reading F16 and quantised (Q8_0, Q4_0; BF16, Q5_0, Q5_1 and the K-quants in kquant.glsl) weights from a uint array `wu` with byte
 // arithmetic, so no 8/16-bit storage feature is needed. Q8_0 blocks are 34 bytes (f16 scale d,
 // 32 int8), Q4_0 blocks 18 bytes (f16 scale d, 16 bytes of nibbles; element j < 16 is the low
 // nibble of byte j, element j + 16 its high nibble; value (q - 8) * d): neither is 4-byte
@@ -39,10 +39,19 @@ vec4 nib_hi(uint w) {
               float(w >> 28)) - 8.0;
 }
 
-// element e of a row starting at byte rowoff, for ks_type `t` (0 F32, 1 F16, 8 Q8_0, 2 Q4_0)
+#include "kquant.glsl"
+
+// element e of a row starting at byte rowoff, for ks_type `t` (0 F32, 1 F16, 8 Q8_0, 2 Q4_0,
+// 30 BF16, 12 Q4_K, 13 Q5_K, 14 Q6_K, 6 Q5_0, 7 Q5_1)
 float ld_elem(uint t, uint rowoff, uint e) {
   if (t == 0u) return uintBitsToFloat(wu[(rowoff >> 2) + e]);
   if (t == 1u) return ld_half(rowoff + e * 2u);
+  if (t == 30u) return ld_bf16(rowoff + e * 2u);
+  if (t == 12u) return q45k_elem(rowoff + (e / QK_K) * Q4_K_BYTES, e % QK_K, false);
+  if (t == 13u) return q45k_elem(rowoff + (e / QK_K) * Q5_K_BYTES, e % QK_K, true);
+  if (t == 14u) return q6k_elem(rowoff + (e / QK_K) * Q6_K_BYTES, e % QK_K);
+  if (t == 6u) return q5_elem(rowoff + (e / QK) * Q5_0_BYTES, e % QK, false);
+  if (t == 7u) return q5_elem(rowoff + (e / QK) * Q5_1_BYTES, e % QK, true);
   uint b = e / QK, j = e % QK;
   if (t == 8u) {
     uint base = rowoff + b * Q8_0_BYTES;

@@ -30,6 +30,7 @@ void forward_destroy(ks_forward *f) {
       gpu_tensor_free(g, &L->w_gate);
       gpu_tensor_free(g, &L->w_down);
       gpu_tensor_free(g, &L->w_up);
+      gpu_buf_destroy(g, &L->bias);
     }
   }
   if (f->k_pool)
@@ -48,7 +49,20 @@ void forward_destroy(ks_forward *f) {
   free(f);
 }
 
+/* The layer's q/k/v biases, packed q | k | v (a missing one stays zero and is never read). */
+static ks_status upload_bias(ks_gpu *g, ks_fwd_layer *L, const ks_layer *H) {
+  if (!H->bq.data && !H->bk.data && !H->bv.data) return KS_OK;
+  uint64_t qb = (uint64_t)H->wq.ne[1] * 4, kb = (uint64_t)H->wk.ne[1] * 4;
+  CHECK_ST(gpu_buf_create(g, &L->bias, qb + 2 * kb, KS_MEM_DEVICE));
+  CHECK_ST(gpu_fill_u32(g, &L->bias, 0, qb + 2 * kb, 0));
+  if (H->bq.data) CHECK_ST(gpu_upload(g, &L->bias, 0, H->bq.data, qb));
+  if (H->bk.data) CHECK_ST(gpu_upload(g, &L->bias, qb, H->bk.data, kb));
+  if (H->bv.data) CHECK_ST(gpu_upload(g, &L->bias, qb + kb, H->bv.data, kb));
+  return KS_OK;
+}
+
 static ks_status upload_layer(ks_gpu *g, ks_fwd_layer *L, const ks_layer *H) {
+  CHECK_ST(upload_bias(g, L, H));
   CHECK_ST(gpu_tensor_upload(g, &L->wq, &H->wq));
   CHECK_ST(gpu_tensor_upload(g, &L->wk, &H->wk));
   CHECK_ST(gpu_tensor_upload(g, &L->wv, &H->wv));
@@ -224,9 +238,19 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {
     op_matmul(cmd, ks_ref(&f->k, 0), ks_ref(&f->xb, 0), &L->wk, n);
     op_matmul(cmd, ks_ref(&f->v, 0), ks_ref(&f->xb, 0), &L->wv, n);
     gpu_cmd_barrier(cmd);
-    op_rope(cmd, ks_ref(&f->q, 0), step, n, c->n_head, c->head_dim, c->rope_base, c->rope_neox);
-    op_rope(cmd, ks_ref(&f->k, 0), step, n, c->n_kv_head, c->head_dim, c->rope_base,
-            c->rope_neox);
+    if (L->bias.buf) { /* qwen2: q, k, v biases */
+      const ks_layer *H = &f->m->layers[l];
+      uint64_t qb = (uint64_t)q_dim(c) * 4, kb = (uint64_t)kv_dim(c) * 4;
+      if (H->bq.data) op_add_bias(cmd, ks_ref(&f->q, 0), ks_ref(&L->bias, 0), n, q_dim(c));
+      if (H->bk.data) op_add_bias(cmd, ks_ref(&f->k, 0), ks_ref(&L->bias, qb), n, kv_dim(c));
+      if (H->bv.data) op_add_bias(cmd, ks_ref(&f->v, 0), ks_ref(&L->bias, qb + kb), n, kv_dim(c));
+      gpu_cmd_barrier(cmd);
+    }
+    /* rope_factors NULL (no rope scaling) is exactly op_rope */
+    op_rope_scaled(cmd, ks_ref(&f->q, 0), step, n, c->n_head, c->head_dim, c->rope_base,
+                   c->rope_neox, f->m->rope_factors);
+    op_rope_scaled(cmd, ks_ref(&f->k, 0), step, n, c->n_kv_head, c->head_dim, c->rope_base,
+                   c->rope_neox, f->m->rope_factors);
     gpu_cmd_barrier(cmd);
     op_kv_write(cmd, ks_ref(&f->k_pool[l], 0), ks_ref(&f->k, 0), table, step, n, kv_dim(c));
     op_kv_write(cmd, ks_ref(&f->v_pool[l], 0), ks_ref(&f->v, 0), table, step, n, kv_dim(c));

@@ -12,6 +12,7 @@
 typedef struct {
   ks_gpu_tensor wq, wk, wv, wo, w_gate, w_down, w_up;
   uint64_t attn_norm_off, ffn_norm_off; /* byte offsets into ks_forward.norms */
+  ks_buf bias; /* (q_dim + 2*kv_dim) f32: q, k, v biases (qwen2); .buf NULL when none */
 } ks_fwd_layer;
 
 typedef struct {

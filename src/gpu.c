@@ -799,29 +799,14 @@ void gpu_tensor_free(ks_gpu *g, ks_gpu_tensor *t) {
   memset(t, 0, sizeof *t);
 }
 
-/* BF16 has no GPU kernel: it is widened to F32 on the way up (exact), a few rows at a time. */
-static ks_status upload_rows_bf16(ks_gpu *g, ks_buf *dst, const uint16_t *src, int64_t rows,
-                                  int64_t n) {
-  int64_t per = KS_MAX(1, (int64_t)(4 << 20) / (n * 4));
-  float *tmp = malloc((size_t)(KS_MIN(per, rows) * n) * sizeof(float));
-  if (!tmp) return ks_fail(KS_ERR_NOMEM, "out of host memory widening BF16 weights");
-  ks_status st = KS_OK;
-  for (int64_t r = 0; r < rows && st == KS_OK; r += per) {
-    int64_t nr = KS_MIN(per, rows - r);
-    for (int64_t i = 0; i < nr * n; i++) tmp[i] = ks_bf16_to_f32(src[r * n + i]);
-    st = gpu_upload(g, dst, (uint64_t)(r * n) * 4, tmp, (uint64_t)(nr * n) * 4);
-  }
-  free(tmp);
-  return st;
-}
-
 ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host) {
   memset(t, 0, sizeof *t);
   ks_type src_type = host->type;
-  ks_type type = src_type == KS_TYPE_BF16 ? KS_TYPE_F32 : src_type;
-  if (type != KS_TYPE_F32 && type != KS_TYPE_F16 && type != KS_TYPE_Q8_0 && type != KS_TYPE_Q4_0)
+  ks_type type = src_type; /* every type stays as stored: the kernels dequantise (gpu_ops.c) */
+  if (!gpu_type_supported(type))
     return ks_fail(KS_ERR_UNSUPPORTED, "tensor type %s has no GPU kernel (supported: F32, F16, "
-                                       "BF16, Q8_0, Q4_0)", ks_type_name(src_type));
+                                       "BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
+                   ks_type_name(src_type));
   int64_t n = host->ne[0], rows = host->ne[1] > 0 ? host->ne[1] : 1;
   uint64_t src_row = ks_type_row_bytes(src_type, n);
   uint64_t row = ks_type_row_bytes(type, n);
@@ -856,11 +841,8 @@ ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host) 
     int64_t r0 = (int64_t)s * per, nr = KS_MIN(per, rows - r0);
     st = gpu_buf_create(g, &t->slices[s], row * (uint64_t)nr, KS_MEM_DEVICE);
     if (st != KS_OK) break;
-    if (src_type == KS_TYPE_BF16)
-      st = upload_rows_bf16(g, &t->slices[s], (const uint16_t *)host->data + r0 * n, nr, n);
-    else
-      st = gpu_upload(g, &t->slices[s], 0, (const char *)host->data + src_row * (uint64_t)r0,
-                      row * (uint64_t)nr);
+    st = gpu_upload(g, &t->slices[s], 0, (const char *)host->data + src_row * (uint64_t)r0,
+                    row * (uint64_t)nr);
   }
   if (own_progress) g->prog_total = 0;
   if (st != KS_OK) gpu_tensor_free(g, t);

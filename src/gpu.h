@@ -80,7 +80,8 @@ void gpu_upload_progress(ks_gpu *g, const char *what, uint64_t total_bytes);
 
 /* A weight tensor on the device, split by whole rows into slices of at most
  * maxStorageBufferRange bytes (one slice in the common case; $KVSCOPE_MAX_BUFFER_RANGE, read by
- * gpu_create, lowers the cap so tests exercise several slices). BF16 is widened to F32. */
+ * gpu_create, lowers the cap so tests exercise several slices). Every type is kept as stored
+ * (BF16 and the K-quants included) and dequantised inside the kernels: no f32 copy is made. */
 typedef struct {
   ks_type type;
   int64_t ne[2];
@@ -89,6 +90,9 @@ typedef struct {
   ks_buf *slices;
 } ks_gpu_tensor;
 ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host);
+/* 1 if op_matmul and op_embed have a kernel for weights of type t: F32, F16, BF16, Q8_0, Q4_0,
+ * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. */
+int gpu_type_supported(ks_type t);
 void gpu_tensor_free(ks_gpu *g, ks_gpu_tensor *t);
 
 /* A region of a buffer; off in bytes (any multiple of 4: ops handle descriptor alignment). */
@@ -124,6 +128,23 @@ ks_status gpu_cmd_wait(ks_cmd *c);
  * gpu_cmd_timestamps gives the first n of them in ns relative to timestamp 0. */
 int gpu_cmd_timestamp(ks_cmd *c);
 ks_status gpu_cmd_timestamps(ks_cmd *c, double *ns, int n);
+/* Per-dispatch profile (kvscope bench): while on, gpu_cmd_begin writes a timestamp and every
+ * dispatch recorded after it one more, noting the op and the buffers it binds, so the GPU time of
+ * each dispatch of a real recording (forward.c's graph, unchanged) can be read back. Off by
+ * default: the stamps serialise the work they separate. Takes effect at the next gpu_cmd_begin;
+ * KS_ERR_UNSUPPORTED when the device writes no timestamps. */
+#define KS_PROF_BINDINGS 8
+typedef struct {
+  const char *op;                       /* the op's name: "op_matmul", "op_rmsnorm", ... */
+  const ks_buf *bufs[KS_PROF_BINDINGS]; /* the buffers bound, in binding order */
+  int n_bufs;
+  double ns;                            /* GPU time from the previous stamp to this one */
+} ks_op_time;
+ks_status gpu_cmd_profile(ks_cmd *c, int on);
+/* After gpu_cmd_wait: the stamped dispatches of the last recording in order (valid until the
+ * next gpu_cmd_begin), and how many were recorded unstamped because the query pool (1024
+ * stamps) was full. */
+ks_status gpu_cmd_profile_read(ks_cmd *c, const ks_op_time **ops, int *n, int *unstamped);
 
 /* --- ops (all activations f32, row-major, rows are tokens) --- */
 /* out (n_tok, dim) = rows tokens[i] of emb (dequantised). tokens: (n_tok) u32. */
@@ -135,6 +156,11 @@ void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_
 /* In place on x (n_tok, n_heads*head_dim): token i is at position step.pos0 + i. */
 void op_rope(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
              float base, int neox);
+/* op_rope with scaled frequencies (Llama 3 / linear rope scaling): pair i rotates by
+ * pos * freq_i / factors[i], factors (head_dim/2) host floats (copied; NULL: op_rope). The
+ * frequency table is ref_rope_freqs's, so GPU and CPU use the same float angles. */
+void op_rope_scaled(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
+                    float base, int neox, const float *factors);
 /* Writes src (n_tok, kv_dim) rows into the paged pool `cache` at positions step.pos0 + i.
  * The pool, table and probs regions are bound from their offset to the end of their buffer
  * (which rows are touched is only known on the GPU), capped at maxStorageBufferRange: a layer's
@@ -149,6 +175,8 @@ void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vca
                   int head_dim, ks_bref probs, int probs_stride);
 /* out (n) = silu(gate) * up */
 void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n);
+/* x (n_tok, n) += b (n) on every row (the q/k/v biases of qwen2) */
+void op_add_bias(ks_cmd *c, ks_bref x, ks_bref b, int n_tok, int n);
 /* x (n) += y (n) */
 void op_add(ks_cmd *c, ks_bref x, ks_bref y, int n);
 /* dst = src, n bytes (multiple of 4) */

@@ -40,6 +40,7 @@ typedef struct {
 typedef struct {
   int head_dim;
   float base;
+  float *factors; /* (head_dim/2) frequency divisors (rope scaling), owned copy; NULL: none */
   ks_buf buf; /* (head_dim/2) f32 inverse frequencies, computed on the host like ref_rope */
 } ks_rope_table;
 

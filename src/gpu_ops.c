@@ -9,6 +9,7 @@
 
 #include "gpu_internal.h"
 #include "quant.h"
+#include "ref_cpu.h"
 
 struct ks_spirv {
   const char *name;
@@ -36,6 +37,10 @@ struct ks_cmd {
   int recording, recorded, pending;
   ks_status status; /* first recording failure */
   char err[1024];
+  /* per-dispatch profile (gpu_cmd_profile): prof[i] is the dispatch that stamp i + 1 ends */
+  int profiling;
+  ks_op_time *prof; /* KS_MAX_TIMESTAMPS - 1 entries, allocated when profiling is turned on */
+  int n_prof, prof_unstamped;
 };
 
 /* ---------------------------------------------------------------- command buffers */
@@ -108,6 +113,7 @@ void gpu_cmd_destroy(ks_cmd *c) {
   if (c->qpool) vkDestroyQueryPool(dev, c->qpool, NULL);
   if (c->fence) vkDestroyFence(dev, c->fence, NULL);
   if (c->pool) vkDestroyCommandPool(dev, c->pool, NULL);
+  free(c->prof);
   free(c);
 }
 
@@ -132,6 +138,8 @@ ks_status gpu_cmd_begin(ks_cmd *c) {
   VK_CHECK(vkBeginCommandBuffer(c->cb, &bi));
   c->recording = 1;
   if (c->qpool) vkCmdResetQueryPool(c->cb, c->qpool, 0, KS_MAX_TIMESTAMPS);
+  c->n_prof = c->prof_unstamped = 0;
+  if (c->profiling && gpu_cmd_timestamp(c) != 0) c->prof_unstamped = -1; /* no start stamp */
   return KS_OK;
 }
 
@@ -205,6 +213,43 @@ int gpu_cmd_timestamp(ks_cmd *c) {
   }
   vkCmdWriteTimestamp(c->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, c->qpool, c->n_ts);
   return (int)c->n_ts++;
+}
+
+/* ---------------------------------------------------------------- per-dispatch profile */
+
+_Static_assert(KS_PROF_BINDINGS >= KS_MAX_BINDINGS, "ks_op_time keeps every binding");
+
+ks_status gpu_cmd_profile(ks_cmd *c, int on) {
+  if (on && !c->g->timestamp_bits)
+    return ks_fail(KS_ERR_UNSUPPORTED, "this device's compute queue writes no timestamps: no "
+                   "per-dispatch profile");
+  if (on && !c->prof) {
+    c->prof = calloc(KS_MAX_TIMESTAMPS - 1, sizeof *c->prof);
+    if (!c->prof) return ks_fail(KS_ERR_NOMEM, "out of host memory for the profile");
+  }
+  c->profiling = on != 0;
+  return KS_OK;
+}
+
+ks_status gpu_cmd_profile_read(ks_cmd *c, const ks_op_time **ops, int *n, int *unstamped) {
+  *ops = c->prof;
+  *n = 0;
+  *unstamped = 0;
+  if (c->pending || c->recording)
+    return ks_fail(KS_ERR_ARG, "gpu_cmd_profile_read before the recording was submitted and "
+                   "waited for");
+  if (c->prof_unstamped < 0)
+    return ks_fail(KS_ERR_VULKAN, "gpu_cmd_profile_read: the start timestamp could not be written");
+  if (c->n_prof == 0) return KS_OK;
+  double *ts = malloc(((size_t)c->n_prof + 1) * sizeof *ts);
+  if (!ts) return ks_fail(KS_ERR_NOMEM, "out of host memory reading the profile");
+  ks_status st = gpu_cmd_timestamps(c, ts, c->n_prof + 1);
+  for (int i = 0; st == KS_OK && i < c->n_prof; i++) c->prof[i].ns = ts[i + 1] - ts[i];
+  free(ts);
+  if (st) return st;
+  *n = c->n_prof;
+  *unstamped = c->prof_unstamped;
+  return KS_OK;
 }
 
 ks_status gpu_cmd_timestamps(ks_cmd *c, double *ns, int n) {
@@ -343,7 +388,10 @@ void gpu_ops_release(ks_gpu *g) {
     g->layout[i] = VK_NULL_HANDLE;
     g->dsl[i] = VK_NULL_HANDLE;
   }
-  for (int i = 0; i < g->n_ropes; i++) gpu_buf_destroy_internal(g, &g->ropes[i].buf);
+  for (int i = 0; i < g->n_ropes; i++) {
+    gpu_buf_destroy_internal(g, &g->ropes[i].buf);
+    free(g->ropes[i].factors);
+  }
   free(g->ropes);
   g->ropes = NULL;
   g->n_ropes = 0;
@@ -362,6 +410,21 @@ typedef struct {
 static ks_bind bind(ks_bref r, uint64_t bytes) {
   ks_bind b = {r, bytes};
   return b;
+}
+
+/* gpu_cmd_profile: a stamp after the dispatch just recorded, and what it was. */
+static void prof_note(ks_cmd *c, const char *op, const ks_bind *b, int n_bind) {
+  if (c->prof_unstamped < 0) return;
+  int i = gpu_cmd_timestamp(c);
+  if (i != c->n_prof + 1) { /* the query pool is full */
+    c->prof_unstamped++;
+    return;
+  }
+  ks_op_time *e = &c->prof[c->n_prof++];
+  memset(e, 0, sizeof *e);
+  e->op = op;
+  e->n_bufs = n_bind;
+  for (int k = 0; k < n_bind; k++) e->bufs[k] = b[k].r.b;
 }
 
 /* Records one dispatch. The first n_bind words of the push-constant block `pc` receive each
@@ -468,6 +531,7 @@ static void dispatch(ks_cmd *c, const char *op, const char *shader, const uint32
                           NULL);
   vkCmdPushConstants(c->cb, g->layout[n_bind], VK_SHADER_STAGE_COMPUTE_BIT, 0, pc_size, pc);
   vkCmdDispatch(c->cb, gx, gy, gz);
+  if (c->profiling) prof_note(c, op, b, n_bind);
 }
 
 /* Workgroups for a 1-D problem of n invocations as a 2-D grid (shaders/grid.glsl). */
@@ -547,9 +611,31 @@ typedef struct {
 } pc_binary;
 _Static_assert(sizeof(pc_binary) == 12, "add.comp / copy.comp push constants");
 
-static int type_ok(ks_type t) {
-  return t == KS_TYPE_F32 || t == KS_TYPE_F16 || t == KS_TYPE_Q8_0 || t == KS_TYPE_Q4_0;
+typedef struct {
+  uint32_t o_x, o_b, n, total;
+} pc_add_bias;
+_Static_assert(sizeof(pc_add_bias) == 16, "add_bias.comp push constants");
+
+/* Weight types with a matrix kernel (shaders/matmul_<type>.comp) and an embed path. */
+static const struct {
+  ks_type type;
+  const char *matmul;
+} k_weight_types[] = {
+    {KS_TYPE_F32, "matmul_f32"},   {KS_TYPE_F16, "matmul_f16"},   {KS_TYPE_BF16, "matmul_bf16"},
+    {KS_TYPE_Q8_0, "matmul_q8_0"}, {KS_TYPE_Q4_0, "matmul_q4_0"}, {KS_TYPE_Q4_K, "matmul_q4_k"},
+    {KS_TYPE_Q5_K, "matmul_q5_k"}, {KS_TYPE_Q6_K, "matmul_q6_k"}, {KS_TYPE_Q5_0, "matmul_q5_0"},
+    {KS_TYPE_Q5_1, "matmul_q5_1"},
+};
+
+static const char *matmul_shader(ks_type t) {
+  for (size_t i = 0; i < KS_ARRAY_LEN(k_weight_types); i++)
+    if (k_weight_types[i].type == t) return k_weight_types[i].matmul;
+  return NULL;
 }
+
+int gpu_type_supported(ks_type t) { return matmul_shader(t) != NULL; }
+
+static int type_ok(ks_type t) { return gpu_type_supported(t); }
 
 static int tensor_ok(ks_cmd *c, const char *op, const ks_gpu_tensor *t) {
   if (!t || !t->slices || t->n_slices <= 0) {
@@ -607,12 +693,9 @@ void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_
   const char *op = "op_matmul";
   if (c->status != KS_OK || n_tok <= 0) return;
   if (!tensor_ok(c, op, W)) return;
-  const char *shader = W->type == KS_TYPE_F32    ? "matmul_f32"
-                       : W->type == KS_TYPE_F16  ? "matmul_f16"
-                       : W->type == KS_TYPE_Q8_0 ? "matmul_q8_0"
-                                                 : "matmul_q4_0";
+  const char *shader = matmul_shader(W->type);
   uint64_t K = (uint64_t)W->ne[0], N = (uint64_t)W->ne[1];
-  if ((W->type == KS_TYPE_F32 || W->type == KS_TYPE_F16) && K % 4) {
+  if ((W->type == KS_TYPE_F32 || W->type == KS_TYPE_F16 || W->type == KS_TYPE_BF16) && K % 4) {
     cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: %s row length %llu is not a multiple of 4", op,
              ks_type_name(W->type), (unsigned long long)K);
     return;
@@ -636,12 +719,19 @@ void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_
   }
 }
 
-/* Inverse frequencies of RoPE, one table per (head_dim, base), computed with the CPU
- * reference's expression so that GPU and CPU rotate by the same float angle. */
-static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base) {
+static int same_factors(const float *a, const float *b, int n) {
+  if (!a || !b) return a == b;
+  return memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+/* Inverse frequencies of RoPE, one table per (head_dim, base, factors), computed by the CPU
+ * reference's own function (ref_rope_freqs) so that GPU and CPU rotate by the same float angle. */
+static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base, const float *factors) {
   ks_gpu *g = c->g;
   for (int i = 0; i < g->n_ropes; i++)
-    if (g->ropes[i].head_dim == head_dim && g->ropes[i].base == base) return &g->ropes[i].buf;
+    if (g->ropes[i].head_dim == head_dim && g->ropes[i].base == base &&
+        same_factors(g->ropes[i].factors, factors, head_dim / 2))
+      return &g->ropes[i].buf;
   ks_rope_table *nr = realloc(g->ropes, (size_t)(g->n_ropes + 1) * sizeof *nr);
   if (!nr) {
     cmd_fail(c, KS_ERR_NOMEM, "op_rope: out of host memory");
@@ -656,7 +746,16 @@ static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base) {
     cmd_fail(c, KS_ERR_NOMEM, "op_rope: out of host memory");
     return NULL;
   }
-  for (int i = 0; i < half; i++) f[i] = 1.0f / powf(base, (float)(2 * i) / (float)head_dim);
+  ref_rope_freqs(f, head_dim, base, factors);
+  if (factors) {
+    t->factors = malloc((size_t)half * sizeof *t->factors);
+    if (!t->factors) {
+      free(f);
+      cmd_fail(c, KS_ERR_NOMEM, "op_rope: out of host memory");
+      return NULL;
+    }
+    memcpy(t->factors, factors, (size_t)half * sizeof *t->factors);
+  }
   ks_status st = gpu_buf_create_internal(g, &t->buf, (uint64_t)half * 4, KS_MEM_DEVICE);
   if (st == KS_OK) {
     /* gpu_upload would count this towards a weight-upload progress bar: copy it directly */
@@ -668,6 +767,8 @@ static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base) {
   free(f);
   if (st != KS_OK) {
     gpu_buf_destroy_internal(g, &t->buf);
+    free(t->factors);
+    t->factors = NULL;
     cmd_fail(c, st, "op_rope: %s", ks_last_error());
     return NULL;
   }
@@ -679,13 +780,18 @@ static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base) {
 
 void op_rope(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
              float base, int neox) {
+  op_rope_scaled(c, x, step, n_tok, n_heads, head_dim, base, neox, NULL);
+}
+
+void op_rope_scaled(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
+                    float base, int neox, const float *factors) {
   const char *op = "op_rope";
   if (c->status != KS_OK || n_tok <= 0) return;
   if (head_dim <= 0 || head_dim % 2 || n_heads <= 0) {
     cmd_fail(c, KS_ERR_ARG, "%s: head_dim %d (must be even), n_heads %d", op, head_dim, n_heads);
     return;
   }
-  const ks_buf *tab = rope_table(c, head_dim, base);
+  const ks_buf *tab = rope_table(c, head_dim, base, factors);
   if (!tab) return;
   uint64_t total = (uint64_t)n_tok * n_heads * (head_dim / 2);
   pc_rope pc = {
@@ -763,6 +869,24 @@ void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n) {
   uint64_t bytes = (uint64_t)n * 4;
   ks_bind b[3] = {bind(out, bytes), bind(gate, bytes), bind(up, bytes)};
   dispatch(c, "op_swiglu", "swiglu", spec, 1, b, 3, &pc, sizeof pc, gx, gy, 1);
+}
+
+void op_add_bias(ks_cmd *c, ks_bref x, ks_bref b, int n_tok, int n) {
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (n <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "op_add_bias: row length %d", n);
+    return;
+  }
+  uint64_t total = (uint64_t)n_tok * (uint64_t)n;
+  if (total > UINT32_MAX) {
+    cmd_fail(c, KS_ERR_ARG, "op_add_bias: %d x %d elements is over 2^32", n_tok, n);
+    return;
+  }
+  pc_add_bias pc = {.n = (uint32_t)n, .total = (uint32_t)total};
+  uint32_t spec[1] = {WG_ELEM}, gx, gy;
+  grid_1d(total, WG_ELEM, &gx, &gy);
+  ks_bind bb[2] = {bind(x, total * 4), bind(b, (uint64_t)n * 4)};
+  dispatch(c, "op_add_bias", "add_bias", spec, 1, bb, 2, &pc, sizeof pc, gx, gy, 1);
 }
 
 void op_add(ks_cmd *c, ks_bref x, ks_bref y, int n) {

@@ -17,6 +17,7 @@
 #include "gpu.h"
 #include "json.h"
 #include "kvscope.h"
+#include "../ui/tui.h"
 
 #ifndef KVSCOPE_MODELS_DIR
 #define KVSCOPE_MODELS_DIR "models"
@@ -50,6 +51,7 @@ static void print_help(FILE *f) {
     "  kvscope convert IN [-z TOKENIZER] OUT.gguf [--type f32|f16|q8_0|q4_0]\n"
     "  kvscope bench [-m MODEL] [-p 512] [-n 128] [-r 5] [--json]   speed, roofline (bench --help)\n"
     "  kvscope selftest [--device N] [--json]   every kernel and the model vs the CPU reference\n"
+    "  kvscope tui [-m MODEL] [-p PROMPT] [options]   live attention rows and cache provenance\n"
     "\n"
     "run: generate text; the text streams to stdout, statistics go to stderr.\n"
     "  -m, --model PATH       GGUF file or llama2.c checkpoint (.bin); default: the model shipped\n"
@@ -962,5 +964,6 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
   if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
   if (!strcmp(cmd, "selftest")) return selftest_main(argc - 1, argv + 1);
+  if (!strcmp(cmd, "tui")) return tui_main(argc - 1, argv + 1);
   return usage_error("unknown command '%s' (run, devices, info, tokenize, convert)", cmd);
 }

@@ -10,7 +10,7 @@
 #include "quant.h"
 
 typedef struct {
-  char arch[32];     /* "llama" */
+  char arch[32];     /* "llama" or "qwen2" */
   int dim;           /* embedding width */
   int hidden_dim;    /* feed-forward width */
   int n_layer;
@@ -21,7 +21,7 @@ typedef struct {
   int n_ctx;         /* trained context length */
   float norm_eps;    /* RMSNorm epsilon */
   float rope_base;   /* RoPE frequency base (theta) */
-  int rope_neox;     /* 0: rotate adjacent pairs (llama); 1: rotate halves (NeoX) */
+  int rope_neox;     /* 0: rotate adjacent pairs (llama); 1: rotate halves (NeoX: qwen2) */
 } ks_config;
 
 /* A weight matrix or vector. Rows are contiguous; ne[0] is the row length (input width),
@@ -43,6 +43,9 @@ typedef struct {
   ks_tensor w_gate;    /* (hidden_dim, dim)  "w1" */
   ks_tensor w_down;    /* (dim, hidden_dim)  "w2" */
   ks_tensor w_up;      /* (hidden_dim, dim)  "w3" */
+  /* biases added after the q/k/v projections (qwen2), f32; data NULL when the layer has none */
+  ks_tensor bq;        /* (n_head*head_dim) */
+  ks_tensor bk, bv;    /* (n_kv_head*head_dim) */
 } ks_layer;
 
 typedef enum { KS_FMT_GGUF = 1, KS_FMT_LLAMA2C = 2 } ks_model_format;
@@ -57,6 +60,9 @@ typedef struct {
   ks_tensor output;      /* (vocab, dim); same bytes as tok_embd when tied */
   int tied_output;
   ks_layer *layers;      /* n_layer of them */
+  /* (head_dim/2) divisors of the RoPE frequencies (Llama 3 rope_freqs.weight, or computed from
+   * the rope.scaling.* keys); NULL: unscaled. Points into the mapping or into `owned`. */
+  const float *rope_factors;
   uint64_t fingerprint;  /* hash of the file's size and sampled content: tags cached K/V */
   /* storage */
   void *map;             /* mmap of the whole file */

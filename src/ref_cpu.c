@@ -76,6 +76,26 @@ void ref_rope(float *x, int n_heads, int head_dim, int pos, float base, int neox
   }
 }
 
+void ref_rope_freqs(float *freq, int head_dim, float base, const float *factors) {
+  for (int i = 0; i < head_dim / 2; i++) {
+    const float f = 1.0f / powf(base, (float)(2 * i) / (float)head_dim); /* as in ref_rope */
+    freq[i] = factors ? f / factors[i] : f;
+  }
+}
+
+void ref_rope_table(float *x, int n_heads, int head_dim, int pos, const float *freq, int neox) {
+  const int half = head_dim / 2;
+  for (int i = 0; i < half; i++) {
+    const float val = pos * freq[i];
+    const float fcr = cosf(val), fci = sinf(val);
+    for (int h = 0; h < n_heads; h++) {
+      float *hx = x + (size_t)h * head_dim;
+      if (neox) rotate(&hx[i], &hx[i + half], fcr, fci);
+      else rotate(&hx[2 * i], &hx[2 * i + 1], fcr, fci);
+    }
+  }
+}
+
 void ref_softmax(float *x, int n) {
   float max_val = x[0];
   for (int i = 1; i < n; i++)
@@ -181,6 +201,10 @@ ks_status ref_state_init(ref_state *s, const ks_model *m, int n_ctx) {
   s->hb2 = alloc_floats((size_t)c->hidden_dim, &failed);
   s->probs = alloc_floats((size_t)c->n_layer * c->n_head * (size_t)n_ctx, &failed);
   s->logits = alloc_floats((size_t)c->vocab_size, &failed);
+  if (m->rope_factors) {
+    s->rope_freq = alloc_floats((size_t)c->head_dim / 2, &failed);
+    if (!failed) ref_rope_freqs(s->rope_freq, c->head_dim, c->rope_base, m->rope_factors);
+  }
   if (failed) {
     ref_state_deinit(s);
     return ks_fail(KS_ERR_NOMEM, "out of host memory for the CPU reference state (context %d, "
@@ -203,6 +227,7 @@ void ref_state_deinit(ref_state *s) {
   free(s->hb2);
   free(s->probs);
   free(s->logits);
+  free(s->rope_freq);
   memset(s, 0, sizeof *s);
 }
 
@@ -211,6 +236,13 @@ static const float *norm_weights(const ks_tensor *t, float *tmp) {
   if (t->type == KS_TYPE_F32) return t->data;
   ks_dequant_row(t->type, t->data, tmp, t->ne[0]);
   return tmp;
+}
+
+/* x (b->ne[0]) += the f32 bias b, if the layer has one (the loader checks its type). */
+static void add_bias(float *x, const ks_tensor *b) {
+  if (!b->data) return;
+  const float *v = b->data;
+  for (int64_t i = 0; i < b->ne[0]; i++) x[i] += v[i];
 }
 
 /* Returns NULL (and records why) when token or pos is out of range. */
@@ -240,8 +272,16 @@ const float *ref_forward(ref_state *s, int token, int pos) {
     ref_matmul(s->q, s->xb, &L->wq, 1);
     ref_matmul(s->k, s->xb, &L->wk, 1);
     ref_matmul(s->v, s->xb, &L->wv, 1);
-    ref_rope(s->q, c->n_head, hd, pos, c->rope_base, c->rope_neox);
-    ref_rope(s->k, c->n_kv_head, hd, pos, c->rope_base, c->rope_neox);
+    add_bias(s->q, &L->bq);
+    add_bias(s->k, &L->bk);
+    add_bias(s->v, &L->bv);
+    if (s->rope_freq) {
+      ref_rope_table(s->q, c->n_head, hd, pos, s->rope_freq, c->rope_neox);
+      ref_rope_table(s->k, c->n_kv_head, hd, pos, s->rope_freq, c->rope_neox);
+    } else {
+      ref_rope(s->q, c->n_head, hd, pos, c->rope_base, c->rope_neox);
+      ref_rope(s->k, c->n_kv_head, hd, pos, c->rope_base, c->rope_neox);
+    }
     memcpy(kc + (size_t)pos * kv_dim, s->k, (size_t)kv_dim * sizeof(float));
     memcpy(vc + (size_t)pos * kv_dim, s->v, (size_t)kv_dim * sizeof(float));
 

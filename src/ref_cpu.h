@@ -14,6 +14,13 @@ void ref_embed(float *out, const ks_tensor *emb, int token);
 /* Rotates n_heads heads of head_dim values in place for position pos. neox=0: pairs
  * (2i, 2i+1) with frequency base^(-2i/head_dim); neox=1: pairs (i, i + head_dim/2). */
 void ref_rope(float *x, int n_heads, int head_dim, int pos, float base, int neox);
+/* The inverse frequencies ref_rope uses, freq[i] = 1 / base^(2i/head_dim) (i < head_dim/2),
+ * each divided by factors[i] when factors is not NULL (Llama 3 rope scaling divides the low
+ * frequencies). The GPU's rope table is this function's output. */
+void ref_rope_freqs(float *freq, int head_dim, float base, const float *factors);
+/* ref_rope with a frequency table from ref_rope_freqs: pair i turns by pos * freq[i]. With the
+ * unscaled table it gives ref_rope's bits. */
+void ref_rope_table(float *x, int n_heads, int head_dim, int pos, const float *freq, int neox);
 void ref_softmax(float *x, int n);
 /* out[i] = silu(gate[i]) * up[i] */
 void ref_swiglu(float *out, const float *gate, const float *up, int n);
@@ -34,12 +41,14 @@ typedef struct {
                                                * (kv_dim), (kv_dim), (hidden), (hidden) */
   float *probs;    /* (n_layer, n_head, n_ctx): attention rows of the last token */
   float *logits;   /* (vocab) */
+  float *rope_freq; /* (head_dim/2) scaled RoPE frequencies when the model has rope_factors */
 } ref_state;
 
 ks_status ref_state_init(ref_state *s, const ks_model *m, int n_ctx);
 void ref_state_deinit(ref_state *s);
 /* Feeds `token` at position pos (0 <= pos < n_ctx; positions before it must have been fed).
- * Returns the logits (vocab), valid until the next call. */
+ * Returns the logits (vocab), valid until the next call. Layers with q/k/v biases add them
+ * after the projections; a model with rope_factors rotates by the scaled frequencies. */
 const float *ref_forward(ref_state *s, int token, int pos);
 
 #endif

@@ -2,7 +2,7 @@
  * present: fresh random inputs each run (seed printed), shapes that are not multiples of the
  * workgroup sizes, buffers bound at byte offsets that are not multiples of the descriptor
  * alignment, outputs poisoned before each run and the poison around each output checked
- * afterwards (nothing written out of place), every weight type (F32, F16, Q8_0, Q4_0; BF16, widened to F32 on upload).
+ * afterwards (nothing written out of place), every weight type (F32, F16, Q8_0, Q4_0, BF16; the K-quants are in test_kquant).
  *
  * Error bounds (max |gpu - ref| / max |ref| over the output; NMSE printed beside it):
  *   copy, embed, kv_write: exact (bit-identical)        add: 1e-7 (one rounding, same op)
@@ -708,7 +708,7 @@ static void test_errors(ks_gpu *g, ks_cmd *c, int n_dev) {
 
   hw w;
   hw_make(&w, KS_TYPE_F32, 8, 2);
-  w.t.type = (ks_type)6; /* Q5_0: no kernel */
+  w.t.type = (ks_type)10; /* Q2_K: no kernel */
   ks_gpu_tensor gt;
   CHECK(gpu_tensor_upload(g, &gt, &w.t) == KS_ERR_UNSUPPORTED);
   printf("  %-58s %s\n", "unsupported weight type:", ks_last_error());

@@ -23,7 +23,7 @@ static float from_bits(uint32_t u) {
 static void test_types(void) {
   CHECK(ks_type_known(KS_TYPE_F32) && ks_type_known(KS_TYPE_F16) && ks_type_known(KS_TYPE_BF16));
   CHECK(ks_type_known(KS_TYPE_Q8_0) && ks_type_known(KS_TYPE_Q4_0));
-  CHECK(!ks_type_known(12) && !ks_type_known(99) && !ks_type_known(4));
+  CHECK(!ks_type_known(10) && !ks_type_known(99) && !ks_type_known(4)); /* Q2_K: no kernel */
   CHECK(ks_type_layout_known(12) && !ks_type_layout_known(99) && !ks_type_layout_known(4));
   CHECK(!strcmp(ks_type_name(KS_TYPE_F32), "F32"));
   CHECK(!strcmp(ks_type_name(KS_TYPE_F16), "F16"));
