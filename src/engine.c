@@ -51,7 +51,8 @@ struct ks_engine {
   double t_start, t_decode0;
   ks_event queue[MAX_QUEUED];
   int q_head, q_len;
-  char text[512];
+  char *text;    /* (3 * longest piece + 16): one token's decoded text */
+  size_t text_cap;
   int watch_layer;
 };
 
@@ -73,6 +74,7 @@ void ks_engine_destroy(ks_engine *e) {
   tokenizer_destroy(e->tok);
   model_deinit(&e->model);
   free(e->logits);
+  free(e->text);
   free(e);
 }
 
@@ -137,6 +139,9 @@ static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   e->toks = malloc(sizeof(int) * ((size_t)e->n_ctx + 1));
   e->fresh = calloc((size_t)e->n_ctx / KS_KV_BLOCK + 2, 1);
   if (!e->logits || !e->toks || !e->fresh) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+  e->text_cap = 3 * tokenizer_max_piece_len(e->tok) + 16;
+  e->text = malloc(e->text_cap);
+  if (!e->text) return ks_fail(KS_ERR_NOMEM, "out of host memory");
   e->use_cpu = o->use_cpu;
   e->watch_layer = -1;
   if (e->use_cpu) {
@@ -398,9 +403,10 @@ static void publish(ks_engine *e, int i) {
 
 static ks_status emit_token(ks_engine *e, int tok, ks_event *ev) {
   memset(ev, 0, sizeof *ev);
-  int eos = tokenizer_eos(e->tok), bos = tokenizer_bos(e->tok);
-  if (tok == eos || (tok == bos && e->model.format == KS_FMT_LLAMA2C)) {
-    e->usage.stop = tok == eos ? KS_STOP_EOS : KS_STOP_BOS;
+  int bos = tokenizer_bos(e->tok);
+  /* end of generation: EOS and the end-of-turn tokens (<|eot_id|>, <|im_end|>, ...) */
+  if (tokenizer_is_eog(e->tok, tok) || (tok == bos && e->model.format == KS_FMT_LLAMA2C)) {
+    e->usage.stop = tok == bos && e->model.format == KS_FMT_LLAMA2C ? KS_STOP_BOS : KS_STOP_EOS;
     e->state = ST_FINISH;
     return KS_OK;
   }
@@ -409,7 +415,7 @@ static ks_status emit_token(ks_engine *e, int tok, ks_event *ev) {
   ev->kind = KS_EV_TOKEN;
   ev->token = tok;
   ev->pos = e->pos;
-  ev->len = tokenizer_decode(e->tok, &e->dt, tok, e->text, sizeof e->text);
+  ev->len = tokenizer_decode(e->tok, &e->dt, tok, e->text, e->text_cap);
   ev->text = e->text;
   ev->logits = e->logits;
   if (e->watch_layer >= 0 && e->fwd) {
