@@ -49,6 +49,8 @@ static void print_help(FILE *f) {
     "  kvscope info -m MODEL\n"
     "  kvscope tokenize -m MODEL [-z TOKENIZER] (-p TEXT | -f FILE) [--ids] [--no-bos]\n"
     "  kvscope convert IN [-z TOKENIZER] OUT.gguf [--type f32|f16|q8_0|q4_0]\n"
+    "  kvscope convert --random SHAPE OUT.gguf [--type T]   (random weights; --random list)\n"
+    "  kvscope bench [-m MODEL] [-p 512] [-n 128] [--json] | bench --prefix   (see bench --help)\n"
     "  kvscope bench [-m MODEL] [-p 512] [-n 128] [-r 5] [--json]   speed, roofline (bench --help)\n"
     "  kvscope selftest [--device N] [--json]   every kernel and the model vs the CPU reference\n"
     "  kvscope tui [-m MODEL] [-p PROMPT] [options]   live attention rows and cache provenance\n"
@@ -732,6 +734,8 @@ static int parse_type(const char *s, ks_type *t) {
 }
 
 static int cmd_convert(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--random")) return convert_random_main(argc, argv);
   const char *in = NULL, *out = NULL, *tok = NULL;
   ks_type type = KS_TYPE_F32;
   for (int i = 1; i < argc; i++) {
