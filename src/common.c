@@ -30,6 +30,7 @@ const char *ks_status_name(ks_status st) {
   case KS_ERR_VULKAN: return "Vulkan error";
   case KS_ERR_ARG: return "invalid argument";
   case KS_ERR_CACHE: return "prompt cache error";
+  case KS_ERR_INTERRUPTED: return "interrupted";
   }
   return "unknown status";
 }
@@ -52,3 +53,8 @@ double ks_now_sec(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+#include <signal.h>
+static volatile sig_atomic_t g_interrupt;
+void ks_interrupt_set(int sig) { g_interrupt = sig; }
+int ks_interrupt_pending(void) { return g_interrupt; }

@@ -14,6 +14,7 @@ typedef enum {
   KS_ERR_VULKAN = 5,    /* a Vulkan call failed or no device */
   KS_ERR_ARG = 6,       /* bad argument: prompt over context, invalid UTF-8, bad flag value */
   KS_ERR_CACHE = 7,     /* prompt cache budget or cache file problem */
+  KS_ERR_INTERRUPTED = 8, /* SIGINT/SIGTERM arrived: the work was stopped cleanly */
 } ks_status;
 
 /* Records a message for the last failure on this thread; returns `st` so callers can write
@@ -27,6 +28,11 @@ const char *ks_status_name(ks_status st);
 void ks_progress(const char *what, uint64_t done, uint64_t total);
 
 double ks_now_sec(void); /* monotonic clock */
+
+/* Interrupts: a signal handler (async-signal-safe) records one; long loops (prefill chunks,
+ * decode steps) check for it and stop with KS_ERR_INTERRUPTED. */
+void ks_interrupt_set(int sig);
+int ks_interrupt_pending(void); /* the signal number, or 0 */
 
 #define KS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define KS_MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -214,6 +214,8 @@ ks_status ks_engine_eval(ks_engine *e, const int *tokens, int n, int pos0, float
                    pos0 + n - 1, e->n_ctx);
   const int vocab = e->model.cfg.vocab_size;
   for (int i = 0; i < n; i++) {
+    if (ks_interrupt_pending())
+      return ks_fail(KS_ERR_INTERRUPTED, "interrupted after %d of %d tokens", i, n);
     if (tokens[i] < 0 || tokens[i] >= vocab)
       return ks_fail(KS_ERR_ARG, "token id %d outside the vocabulary (%d)", tokens[i], vocab);
     const float *l = ref_forward(&e->ref, tokens[i], pos0 + i);

@@ -337,6 +337,8 @@ ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float 
                    pos0 + n - 1, f->n_ctx);
   const int vocab = f->m->cfg.vocab_size;
   for (int done = 0; done < n;) {
+    if (ks_interrupt_pending())
+      return ks_fail(KS_ERR_INTERRUPTED, "interrupted after %d of %d prompt tokens", done, n);
     int chunk = KS_MIN(f->max_batch, n - done);
     int last = done + chunk == n;
     float *dst = NULL;

@@ -14,6 +14,22 @@ static const char *k_no_device_help =
     "lavapipe (a conformant Vulkan driver that runs on the CPU), and libvulkan1 provides the "
     "Vulkan loader; GPU vendors ship their own drivers";
 
+const char *gpu_vk_result_hint(VkResult r) {
+  switch (r) {
+  case VK_ERROR_DEVICE_LOST:
+    return ": the GPU was lost (a driver reset, a hang or another program's fault); nothing "
+           "computed since is trusted. Run again; if it repeats, check the driver with "
+           "'kvscope selftest' and the system log";
+  case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+    return ": the GPU is out of memory; lower the context (-c), --cache-mb or the batch (-b), or "
+           "use a smaller model";
+  case VK_ERROR_OUT_OF_HOST_MEMORY:
+    return ": the host is out of memory";
+  default:
+    return "";
+  }
+}
+
 const char *gpu_vk_result_name(VkResult r) {
   switch (r) {
 #define R_(x) case x: return #x

@@ -11,21 +11,24 @@
   do {                                                                                    \
     VkResult vk_r_ = (expr);                                                              \
     if (vk_r_ != VK_SUCCESS)                                                              \
-      return ks_fail(KS_ERR_VULKAN, "%s failed: %s (%s:%d)", #expr, gpu_vk_result_name(vk_r_), \
-                     __FILE__, __LINE__);                                                 \
+      return ks_fail(KS_ERR_VULKAN, "%s failed: %s%s (%s:%d)", #expr, gpu_vk_result_name(vk_r_), \
+                     gpu_vk_result_hint(vk_r_), __FILE__, __LINE__);                      \
   } while (0)
 /* Same, but stores the status in `st` and jumps to label `fail` (for cleanup paths). */
 #define VK_TRY(expr)                                                                      \
   do {                                                                                    \
     VkResult vk_r_ = (expr);                                                              \
     if (vk_r_ != VK_SUCCESS) {                                                            \
-      st = ks_fail(KS_ERR_VULKAN, "%s failed: %s (%s:%d)", #expr, gpu_vk_result_name(vk_r_), \
-                   __FILE__, __LINE__);                                                   \
+      st = ks_fail(KS_ERR_VULKAN, "%s failed: %s%s (%s:%d)", #expr, gpu_vk_result_name(vk_r_), \
+                   gpu_vk_result_hint(vk_r_), __FILE__, __LINE__);                        \
       goto fail;                                                                          \
     }                                                                                     \
   } while (0)
 
 const char *gpu_vk_result_name(VkResult r);
+/* What a user can do about r: "" for most results; for a lost device or exhausted memory, a
+ * sentence starting with ": " that says what happened and what to try. */
+const char *gpu_vk_result_hint(VkResult r);
 
 #define KS_MAX_BINDINGS 8
 #define KS_MAX_SPEC 4

@@ -1,6 +1,7 @@
 /* main.c — the kvscope command line: run, devices, convert, tokenize, info. Parses flags,
  * calls the library (kvscope.h and friends), prints; the only place besides ui/ that exits. */
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -99,6 +100,46 @@ static void print_help(FILE *f) {
     "Environment: KVSCOPE_DEVICE (device index), KVSCOPE_VALIDATION=1 (Vulkan validation layers;\n"
     "the exit status is non-zero if they report anything), KVSCOPE_PROGRESS=0/1 (load progress).\n"
     "Exit status: 0 success, 1 runtime error (bad model file, no Vulkan device, ...), 2 bad usage.\n");
+}
+
+/* ---- signals ---- */
+
+/* SIGINT/SIGTERM: the first one asks the engine to stop at the next prefill chunk or decode step
+ * (the request is cancelled, the cache on disk stays consistent: every file is written whole or
+ * not at all); a second one ends the process at once. SIGBUS means the memory-mapped model file
+ * shrank under us. */
+static void on_stop_signal(int sig) {
+  if (ks_interrupt_pending()) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  ks_interrupt_set(sig);
+}
+static void on_sigbus(int sig) {
+  (void)sig;
+  static const char msg[] = "kvscope: the model file changed or was truncated while in use "
+                            "(SIGBUS reading its mapping): stopped\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+  _exit(1);
+}
+static void install_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  sa.sa_handler = on_sigbus;
+  sigaction(SIGBUS, &sa, NULL);
+}
+/* Exit status for an interrupted run: 128 + the signal, as a shell reports it. */
+static int interrupted_rc(void) {
+  int sig = ks_interrupt_pending();
+  fprintf(stderr, "\n%s: interrupted by %s: stopped cleanly\n", g_prog,
+          sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal");
+  return 128 + sig;
 }
 
 /* ---- small helpers ---- */
@@ -472,7 +513,11 @@ static int serve(ks_engine *e, const run_args *a, const run_item *it, int index)
   int rc = 0;
   for (;;) {
     ks_event ev;
-    if (ks_engine_step(e, &ev)) { rc = die(1, "generation failed"); break; }
+    if (ks_interrupt_pending()) { ks_engine_cancel(e); rc = interrupted_rc(); break; }
+    if (ks_engine_step(e, &ev)) {
+      rc = ks_interrupt_pending() ? interrupted_rc() : die(1, "generation failed");
+      break;
+    }
     if (ev.kind == KS_EV_TOKEN) {
       if (a->json) {
         if (collect(&c, ev.token, ev.text, ev.len)) { rc = die(1, "out of memory"); ks_engine_cancel(e); break; }
@@ -599,6 +644,7 @@ static int cmd_run(int argc, char **argv) {
     }
   }
   ks_engine *e = NULL;
+  install_signals();
   if (!rc && ks_engine_create(&e, &a.eo)) rc = die(1, "cannot start the engine");
   for (int i = 0; !rc && i < a.n_items; i++) {
     if (i > 0 && !a.json) printf("\n");
