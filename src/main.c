@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "chat_template.h"
 #include "selftest.h"
 #include "convert.h"
 #include "gguf.h"
@@ -45,7 +46,7 @@ static void print_help(FILE *f) {
     "\n"
     "Usage:\n"
     "  kvscope run [-m MODEL] [-z TOKENIZER] (-p PROMPT... | -f FILE | --prompts FILE) [options]\n"
-    "  kvscope chat [-m MODEL] [--system TEXT] [options]   (one user turn per stdin line)\n"
+    "  kvscope chat [-m MODEL] [--system TEXT] [--chat-template NAME] [options]   (a turn per line)\n"
     "  kvscope devices\n"
     "  kvscope info -m MODEL\n"
     "  kvscope tokenize -m MODEL [-z TOKENIZER] (-p TEXT | -f FILE) [--ids] [--no-bos]\n"
@@ -655,97 +656,189 @@ static int cmd_run(int argc, char **argv) {
   return validation_rc(rc);
 }
 
-/* kvscope chat: each line on stdin is a user turn; the reply continues the whole conversation,
- * whose earlier turns are served from the prompt cache. */
+/* kvscope chat: each line on stdin is a user turn. The conversation is kept as turns (the user's
+ * text; the reply's ids exactly as generated, never re-tokenized) and chat_template renders it
+ * into each prompt, so a prompt starts with exactly the ids of the previous prompt, its reply and
+ * the end of turn: the prompt cache serves the whole earlier conversation. */
+typedef struct {
+  chat_turn *turns;
+  int n, cap;
+} chat_log;
+
+static void chat_log_free(chat_log *l) {
+  for (int i = 0; i < l->n; i++) {
+    free((void *)l->turns[i].text);
+    free((void *)l->turns[i].tokens);
+  }
+  free(l->turns);
+}
+
+/* Takes ownership of the turn's text / tokens (freed here if it cannot be kept). */
+static int chat_log_push(chat_log *l, chat_turn t) {
+  if (l->n == l->cap) {
+    int cap = l->cap ? 2 * l->cap : 16;
+    chat_turn *p = realloc(l->turns, sizeof *p * (size_t)cap);
+    if (!p) {
+      free((void *)t.text);
+      free((void *)t.tokens);
+      return -1;
+    }
+    l->turns = p;
+    l->cap = cap;
+  }
+  l->turns[l->n++] = t;
+  return 0;
+}
+
+/* The format from --chat-template, else from the model's tokenizer.chat_template; printed. */
+static int chat_choose_format(ks_engine *e, const char *name, chat_tmpl *kind) {
+  const char *why;
+  if (name) {
+    why = "--chat-template";
+  } else {
+    const ks_model *m = ks_engine_model(e);
+    const char *jinja = m->gguf ? gguf_get_str(m->gguf, "tokenizer.chat_template") : NULL;
+    int recognised = 1;
+    *kind = chat_template_detect(jinja, &recognised);
+    if (!recognised)
+      fprintf(stderr, "%s: warning: the model's chat template (tokenizer.chat_template) is not one "
+              "kvscope knows (llama2, llama3, chatml): turns are joined as plain text; choose a "
+              "format with --chat-template if the model uses one of those\n", g_prog);
+    why = !jinja || !*jinja ? "the model has no chat template" : recognised ? "from the model's "
+          "tokenizer.chat_template" : "the model's chat template is not recognised";
+  }
+  if (chat_template_check(*kind, ks_engine_tokenizer(e))) return die(1, "cannot use this chat format");
+  fprintf(stderr, "%s: chat format %s (%s)\n", g_prog, chat_template_name(*kind), why);
+  return 0;
+}
+
 static int cmd_chat(int argc, char **argv) {
   run_args a;
   memset(&a, 0, sizeof a);
   a.eo.device = -1;
   a.n_predict = 128;
   sampling_default(&a.sp);
-  const char *system = NULL;
+  const char *system = NULL, *tmpl_name = NULL;
+  chat_tmpl kind = CHAT_TMPL_NONE;
   int rc = 0;
   for (int i = 1; i < argc && !rc; i++) {
     const char *o = argv[i];
     int used = parse_common(&a, argc, argv, i);
     if (used == -2) { rc = 2; break; }
     if (used >= 0) { i += used; continue; }
-    if (!strcmp(o, "--system") && i + 1 < argc) { system = argv[++i]; continue; }
+    if (!strcmp(o, "--system") || !strcmp(o, "--chat-template")) {
+      if (i + 1 >= argc) { rc = usage_error("option %s needs a value", o); break; }
+      if (!strcmp(o, "--system")) { system = argv[++i]; continue; }
+      tmpl_name = argv[++i];
+      if (chat_template_from_name(tmpl_name, &kind)) rc = usage_error("%s", ks_last_error());
+      continue;
+    }
     if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-      printf("Usage: kvscope chat [-m MODEL] [--system TEXT] [run's model, sampling and cache options]\n"
+      printf("Usage: kvscope chat [-m MODEL] [--system TEXT] [--chat-template NAME]\n"
+             "                    [run's model, sampling and cache options]\n"
              "Reads one user turn per line from stdin and answers it, continuing the whole\n"
              "conversation: earlier turns are served from the prompt cache (the statistics line\n"
              "after each reply shows how many prompt tokens were cached). -n caps each reply\n"
-             "(default 128). Turns are joined as plain text (no chat template yet).\n");
+             "(default 128); a reply also ends at the model's end-of-turn or end-of-text token.\n"
+             "  --system TEXT          the system prompt, at the start of the conversation\n"
+             "  --chat-template NAME   the conversation's format: llama2 (<s>[INST] <<SYS>> ...\n"
+             "                         [/INST]), llama3 (<|start_header_id|>role<|end_header_id|>\n"
+             "                         ... <|eot_id|>), chatml (<|im_start|>role ... <|im_end|>:\n"
+             "                         Qwen, SmolLM) or none (plain text, one turn per line).\n"
+             "                         Default: recognised from the model's\n"
+             "                         tokenizer.chat_template; none if it has no template.\n"
+             "Special tokens typed in a message are text: they cannot end a turn.\n");
       return 0;
     }
     rc = usage_error("unknown option '%s'", o);
   }
   if (!rc) rc = finish_common(&a);
   ks_engine *e = NULL;
+  install_signals();
   if (!rc && ks_engine_create(&e, &a.eo)) rc = die(1, "cannot start the engine");
-  int *conv = NULL, n_conv = 0;
+  if (!rc) rc = chat_choose_format(e, tmpl_name, &kind);
+  const ks_tokenizer *tok = rc ? NULL : ks_engine_tokenizer(e);
+  chat_log conv = {0};
   int interactive = isatty(0);
   char *line = NULL;
   size_t cap = 0;
-  if (!rc && system) {
-    if (ks_engine_tokenize(e, system, strlen(system), &conv, &n_conv)) rc = die(1, "cannot use the system prompt");
-  }
   while (!rc) {
     if (interactive) { fprintf(stderr, "> "); fflush(stderr); }
     ssize_t got = getline(&line, &cap, stdin);
-    if (got < 0) break;
+    if (got < 0) {
+      if (ks_interrupt_pending()) rc = interrupted_rc();
+      break;
+    }
+    size_t len = (size_t)got;
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
     size_t bad;
-    if (!ks_utf8_valid(line, (size_t)got, &bad)) {
+    if (!ks_utf8_valid(line, len, &bad)) {
       fprintf(stderr, "%s: that line is not valid UTF-8 (byte 0x%02x at offset %zu); skipped\n", g_prog,
               (unsigned char)line[bad], bad);
       continue;
     }
-    int *t = NULL, nt = 0;
-    ks_status st = n_conv ? tokenizer_encode(ks_engine_tokenizer(e), line, (size_t)got, 0, &t, &nt)
-                          : ks_engine_tokenize(e, line, (size_t)got, &t, &nt);
-    if (st) { rc = die(1, "cannot tokenize"); break; }
-    if (n_conv + nt >= ks_engine_n_ctx(e)) {
-      free(t);
-      fprintf(stderr, "%s: the conversation no longer fits the context (%d tokens): start a new chat or raise -c\n",
-              g_prog, ks_engine_n_ctx(e));
+    chat_turn ut = {CHAT_USER, NULL, len, NULL, 0};
+    char *copy = malloc(len + 1);
+    if (copy) {
+      memcpy(copy, line, len);
+      copy[len] = 0;
+    }
+    ut.text = copy;
+    if (!copy || chat_log_push(&conv, ut)) { rc = die(1, "out of memory"); break; }
+    int *prompt = NULL, n_prompt = 0;
+    if (chat_template_apply(kind, tok, system, conv.turns, conv.n, &prompt, &n_prompt)) {
+      rc = die(1, "cannot build the prompt");
+      break;
+    }
+    int n_ctx = ks_engine_n_ctx(e);
+    if (n_prompt >= n_ctx) {
+      free(prompt);
+      fprintf(stderr, "%s: the conversation (%d tokens) no longer fits the context (%d tokens): start "
+              "a new chat or raise -c\n", g_prog, n_prompt, n_ctx);
       rc = 1;
       break;
     }
-    int *nc = realloc(conv, sizeof(int) * (size_t)(n_conv + nt + ks_engine_n_ctx(e) + 1));
-    if (!nc) { free(t); rc = die(1, "out of memory"); break; }
-    conv = nc;
-    memcpy(conv + n_conv, t, sizeof(int) * (size_t)nt);
-    n_conv += nt;
-    free(t);
     ks_request r = {0};
-    r.tokens = conv;
-    r.n_tokens = n_conv;
-    r.n_predict = a.n_predict < 0 ? -1 : KS_MIN(a.n_predict, ks_engine_n_ctx(e) - n_conv);
+    r.tokens = prompt;
+    r.n_tokens = n_prompt;
+    r.n_predict = a.n_predict < 0 ? -1 : KS_MIN(a.n_predict, n_ctx - n_prompt);
     r.sampling = a.sp;
     r.no_cache = a.no_cache;
-    if (ks_engine_submit(e, &r)) { rc = die(1, "cannot answer"); break; }
+    ks_status st = ks_engine_submit(e, &r);
+    free(prompt);
+    if (st) { rc = die(1, "cannot answer"); break; }
+    /* the reply's ids, at most what the context leaves */
+    int *reply = malloc(sizeof *reply * (size_t)(n_ctx - n_prompt + 1)), n_reply = 0;
+    if (!reply) { ks_engine_cancel(e); rc = die(1, "out of memory"); break; }
     ks_usage u = {0};
     for (;;) {
       ks_event ev;
-      if (ks_engine_step(e, &ev)) { rc = die(1, "generation failed"); break; }
+      if (ks_interrupt_pending()) { ks_engine_cancel(e); rc = interrupted_rc(); break; }
+      if (ks_engine_step(e, &ev)) {
+        rc = ks_interrupt_pending() ? interrupted_rc() : die(1, "generation failed");
+        break;
+      }
       if (ev.kind == KS_EV_TOKEN) {
         fwrite(ev.text, 1, ev.len, stdout);
         fflush(stdout);
-        conv[n_conv++] = ev.token;
+        if (n_reply < n_ctx - n_prompt + 1) reply[n_reply++] = ev.token;
       } else if (ev.kind == KS_EV_DONE) {
         u = ev.usage;
         break;
       }
     }
-    if (rc) break;
+    if (rc) { free(reply); break; }
+    /* the stop token (end of turn / text) is not kept: the format writes its own end of turn
+     * after the reply when it renders the next prompt */
+    chat_turn at = {CHAT_ASSISTANT, NULL, 0, reply, n_reply};
+    if (chat_log_push(&conv, at)) { rc = die(1, "out of memory"); break; }
     printf("\n");
     fflush(stdout);
     fprintf(stderr, "[%d of %d prompt tokens cached (%.0f%%), time to first token %.2f ms]\n",
             u.cached_tokens, u.prompt_tokens, 100 * u.hit_rate, u.ttft * 1e3);
   }
   free(line);
-  free(conv);
+  chat_log_free(&conv);
   ks_engine_destroy(e);
   free_items(&a);
   return validation_rc(rc);
@@ -1015,5 +1108,5 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "bench")) return bench_main(argc - 1, argv + 1);
   if (!strcmp(cmd, "selftest")) return selftest_main(argc - 1, argv + 1);
   if (!strcmp(cmd, "tui")) return tui_main(argc - 1, argv + 1);
-  return usage_error("unknown command '%s' (run, devices, info, tokenize, convert)", cmd);
+  return usage_error("unknown command '%s' (run, chat, tui, bench, devices, selftest, info, tokenize, convert)", cmd);
 }

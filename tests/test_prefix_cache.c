@@ -99,6 +99,7 @@ static void test_refs_and_eviction(void) {
   int d[64];
   fill(d, 64, 4);
   request(pc, d, 64, 9, 0);
+  seq_free(&s);
   seq_init(&s);
   CHECK(pcache_match(pc, a, 65, 4, &s, 10) == 4);
   pcache_release(pc, &s, 10);
