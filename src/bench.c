@@ -15,6 +15,7 @@
  * dispatches they separate, so the profile splits a step's time up rather than measuring it
  * (the step's wall time is printed beside the profile's total). */
 #include "bench.h"
+#include "kvscope.h"
 #include "bench_prefix.h"
 
 #include <errno.h>
@@ -30,7 +31,6 @@
 #include "gpu.h"
 #include "quant.h"
 
-#define BENCH_DEFAULT_MODEL "kvscope-tiny.gguf"
 #define BENCH_MAX_BATCH 512          /* prefill chunk, as llama-bench's default ubatch */
 #define BENCH_COPY_MAX (1ull << 30)  /* bytes per copy; read + write is twice that */
 #define BENCH_PROF_WINDOW 1000       /* timed ops per submission: gpu_ops keeps 1024 stamps */
@@ -670,7 +670,7 @@ static void print_help(void) {
          "         bytes a decode step moves (weights + K/V): achieved %% of that floor\n"
          "  FLOP/s of the prefill, and the GPU time per kernel (timestamp queries)\n"
          "Options:\n"
-         "  -m, --model PATH   GGUF or llama2.c checkpoint (default: models/" BENCH_DEFAULT_MODEL ")\n"
+         "  -m, --model PATH   GGUF or llama2.c checkpoint (default: models/" KS_DEFAULT_MODEL_NAME ")\n"
          "  -p, --n-prompt N   prompt tokens (default 512; 0: no prefill test)\n"
          "  -n, --n-gen N      generated tokens (default 128; 0: no decode test)\n"
          "  -r, --repetitions N  repetitions (default 5)\n"
@@ -687,22 +687,6 @@ static void print_help(void) {
          "  the cache's cost at a 0%% hit rate (lookup time; TTFT with the cache on and off).\n");
 }
 
-static const char *default_model(void) {
-  static char path[PATH_MAX + 64];
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = 0;
-      snprintf(path, sizeof path, "%s/../models/%s", exe, BENCH_DEFAULT_MODEL);
-      if (access(path, R_OK) == 0) return path;
-    }
-  }
-  snprintf(path, sizeof path, "models/%s", BENCH_DEFAULT_MODEL);
-  return path;
-}
 
 static int parse_count(const char *s, int lo, int *out) {
   char *end;
@@ -749,7 +733,7 @@ int bench_main(int argc, char **argv) {
   }
   if (o.n_prompt == 0 && o.n_gen == 0) return usage("%s", "nothing to measure: -p and -n are both 0");
   if (!o.model) {
-    o.model = default_model();
+    o.model = ks_default_model_path();
     if (access(o.model, R_OK) != 0) {
       fprintf(stderr, "kvscope: no -m given and the default model %s is missing: give a model "
               "with -m\n", o.model);

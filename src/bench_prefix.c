@@ -183,7 +183,7 @@ int bench_prefix_main(int argc, char **argv) {
     return 2;
   }
   if (suffix < 1) suffix = 1;
-  if (!o.model_path) o.model_path = "models/kvscope-tiny.gguf";
+  if (!o.model_path) o.model_path = ks_default_model_path();
   ks_engine *e;
   if (ks_engine_create(&e, &o)) {
     fprintf(stderr, "kvscope bench --prefix: cannot start the engine: %s\n", ks_last_error());

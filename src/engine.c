@@ -164,6 +164,9 @@ static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   if (st) return st;
   st = forward_create(&e->fwd, e->gpu, &e->model, e->n_ctx, batch, n_blocks);
   if (st) return st;
+  /* KVSCOPE_TEST_STEP_DELAY_MS: for tests that must interrupt work in progress on any GPU */
+  const char *delay = getenv("KVSCOPE_TEST_STEP_DELAY_MS");
+  if (delay) e->fwd->step_delay_us = (unsigned)(atoi(delay) > 0 ? atoi(delay) : 0) * 1000u;
   st = pcache_create(&e->pc, n_blocks);
   if (st) return st;
   e->payload = malloc(block_bytes);

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CHECK_ST(expr)           \
   do {                           \
@@ -339,6 +340,7 @@ ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float 
   for (int done = 0; done < n;) {
     if (ks_interrupt_pending())
       return ks_fail(KS_ERR_INTERRUPTED, "interrupted after %d of %d prompt tokens", done, n);
+    if (f->step_delay_us) usleep(f->step_delay_us);
     int chunk = KS_MIN(f->max_batch, n - done);
     int last = done + chunk == n;
     float *dst = NULL;

@@ -48,6 +48,8 @@ typedef struct {
   int decode_recorded;
   int watch_layer;                /* layer whose attention rows are exported; -1: none */
   int decode_watch_layer;         /* watch_layer the decode buffer was recorded with */
+  unsigned step_delay_us;         /* tests only: a pause before each prefill chunk and decode
+                                   * step, so signal tests can land mid-work on a fast GPU */
   ks_fwd_counters counters;
 } ks_forward;
 

@@ -12,6 +12,10 @@
 
 typedef struct ks_engine ks_engine;
 
+#define KS_DEFAULT_MODEL_NAME "kvscope-tiny.gguf"
+/* Path of the model shipped in models/ (used when no -m is given); it may not exist. */
+const char *ks_default_model_path(void);
+
 /* The prompt cache: K/V blocks kept across requests (see prefix_cache.h). */
 typedef struct {
   int cache_mb;          /* device memory for K/V blocks in MiB; 0: default (room for 4 full contexts,

@@ -21,10 +21,6 @@
 #include "kvscope.h"
 #include "../ui/tui.h"
 
-#ifndef KVSCOPE_MODELS_DIR
-#define KVSCOPE_MODELS_DIR "models"
-#endif
-#define DEFAULT_MODEL_NAME "kvscope-tiny.gguf"
 
 static const char *g_prog = "kvscope";
 
@@ -59,7 +55,7 @@ static void print_help(FILE *f) {
     "\n"
     "run: generate text; the text streams to stdout, statistics go to stderr.\n"
     "  -m, --model PATH       GGUF file or llama2.c checkpoint (.bin); default: the model shipped\n"
-    "                         in models/ (" DEFAULT_MODEL_NAME ")\n"
+    "                         in models/ (" KS_DEFAULT_MODEL_NAME ")\n"
     "  -z, --tokenizer PATH   llama2.c tokenizer.bin (needed for .bin checkpoints)\n"
     "  -p, --prompt TEXT      prompt text (UTF-8)\n"
     "  -f, --file PATH        read the prompt from a file (bytes exactly as they are)\n"
@@ -191,25 +187,6 @@ static char *read_file(const char *path, size_t *len) {
   return buf;
 }
 
-static const char *default_model(void) {
-  static char path[PATH_MAX + 64];
-  /* next to the binary (build/kvscope -> ../models), then the source tree, then ./models */
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = 0;
-      snprintf(path, sizeof path, "%s/../models/%s", exe, DEFAULT_MODEL_NAME);
-      if (access(path, R_OK) == 0) return path;
-    }
-  }
-  snprintf(path, sizeof path, "%s/%s", KVSCOPE_MODELS_DIR, DEFAULT_MODEL_NAME);
-  if (access(path, R_OK) == 0) return path;
-  snprintf(path, sizeof path, "models/%s", DEFAULT_MODEL_NAME);
-  return path;
-}
 
 /* ---- run and chat ---- */
 
@@ -400,7 +377,7 @@ static int finish_common(run_args *a) {
   if (check_sampling(&a->sp)) return 2;
   if (!a->seed_given) a->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
   if (!a->eo.model_path) {
-    a->eo.model_path = default_model();
+    a->eo.model_path = ks_default_model_path();
     if (access(a->eo.model_path, R_OK) != 0) {
       fprintf(stderr, "%s: no -m given and the default model %s is missing: give a model with -m\n",
               g_prog, a->eo.model_path);
@@ -1002,7 +979,7 @@ static int cmd_info(int argc, char **argv) {
     else if (a[0] != '-' && !model) model = a;
     else return usage_error("unknown option '%s'", a);
   }
-  if (!model) model = default_model();
+  if (!model) model = ks_default_model_path();
   ks_model m;
   if (model_load(&m, model)) { model_deinit(&m); return die(1, "cannot load the model"); }
   const ks_config *c = &m.cfg;

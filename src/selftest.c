@@ -16,6 +16,7 @@
  * device offers. A new variant belongs in this file as rows of its own, forced on where the
  * device supports it, so that every path is checked where it runs. */
 #include "selftest.h"
+#include "kvscope.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1158,30 +1159,8 @@ void selftest_print_json(FILE *f, const ks_selftest_device *devs, int n, uint64_
 
 /* ---------------------------------------------------------------- command line */
 
-#ifndef KVSCOPE_MODELS_DIR
-#define KVSCOPE_MODELS_DIR "models"
-#endif
 
 /* The shipped model: beside the binary (build/kvscope -> ../models), the source tree, ./models. */
-static const char *find_default_model(void) {
-  static char path[PATH_MAX + 64];
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = 0;
-      snprintf(path, sizeof path, "%s/../models/kvscope-tiny.gguf", exe);
-      if (access(path, R_OK) == 0) return path;
-    }
-  }
-  snprintf(path, sizeof path, "%s/kvscope-tiny.gguf", KVSCOPE_MODELS_DIR);
-  if (access(path, R_OK) == 0) return path;
-  snprintf(path, sizeof path, "models/kvscope-tiny.gguf");
-  if (access(path, R_OK) == 0) return path;
-  return NULL;
-}
 
 static void selftest_help(FILE *f) {
   fprintf(f,
@@ -1257,7 +1236,7 @@ int selftest_main(int argc, char **argv) {
       return 2;
     }
   }
-  o.model_path = model ? model : find_default_model();
+  o.model_path = model ? model : ks_default_model_path();
 
   int n_dev = gpu_count_devices();
   if (n_dev <= 0) {

@@ -3,14 +3,16 @@
 # (exit status 128 + signal, a message, no temporary or partial cache file left, and the cache
 # directory still good for the next run); a model file truncated while in use does not crash it.
 source "$(dirname "$0")/cli_lib.bash" "$@"
+# every prefill chunk and decode step waits 20 ms, so the signals land mid-work on any device
+export KVSCOPE_TEST_STEP_DELAY_MS=20
 K=$KVSCOPE
 D=$TMP/cache
 long=$(for i in $(seq 1 24); do printf 'A penny saved is a penny earned. '; done)
 
 # SIGINT while the long prompt is being prefilled (lavapipe needs seconds for it)
-$K run -p "$long" -n 4 --cache-dir "$D" -b 16 >"$TMP/int.out" 2>"$TMP/int.err" &
+$K run -p "$long" -n 4 --cache-dir "$D" -b 4 >"$TMP/int.out" 2>"$TMP/int.err" &
 pid=$!
-sleep 2
+sleep 1
 kill -INT $pid
 wait $pid
 rc=$?

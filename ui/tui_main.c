@@ -26,9 +26,6 @@
 #include "tui_layout.h"
 #include "tui_model.h"
 
-#ifndef KVSCOPE_MODELS_DIR
-#define KVSCOPE_MODELS_DIR "models"
-#endif
 
 static const char *g_prog = "kvscope tui";
 
@@ -144,24 +141,6 @@ static char *read_whole_file(const char *path) {
 
 /* The shipped model, found like `kvscope run` finds it: beside the binary, then the source
  * tree, then ./models. */
-static const char *default_model(void) {
-  static char path[PATH_MAX + 64];
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = 0;
-      snprintf(path, sizeof path, "%s/../models/kvscope-tiny.gguf", exe);
-      if (access(path, R_OK) == 0) return path;
-    }
-  }
-  snprintf(path, sizeof path, "%s/kvscope-tiny.gguf", KVSCOPE_MODELS_DIR);
-  if (access(path, R_OK) == 0) return path;
-  snprintf(path, sizeof path, "models/kvscope-tiny.gguf");
-  return path;
-}
 
 static int add_action(tui_args *a, act_kind k, const char *text) {
   tui_action *na = realloc(a->acts, sizeof *na * (size_t)(a->n_acts + 1));
@@ -275,7 +254,7 @@ static int parse_args(tui_args *a, int argc, char **argv, char **file_text) {
     return usage_error("%s", "--snapshot needs a prompt: -p TEXT or -f FILE");
   if (!a->seed_given) a->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
   if (!a->eo.model_path) {
-    a->eo.model_path = default_model();
+    a->eo.model_path = ks_default_model_path();
     if (access(a->eo.model_path, R_OK) != 0) {
       fprintf(stderr, "%s: no -m given and the default model %s is missing: give a model with -m\n",
               g_prog, a->eo.model_path);
