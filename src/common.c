@@ -58,3 +58,23 @@ double ks_now_sec(void) {
 static volatile sig_atomic_t g_interrupt;
 void ks_interrupt_set(int sig) { g_interrupt = sig; }
 int ks_interrupt_pending(void) { return g_interrupt; }
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+int ks_parse_int(const char *s, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || end == s || v < INT_MIN || v > INT_MAX) return -1;
+  *out = (int)v;
+  return 0;
+}
+int ks_parse_double(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || *end || end == s || !isfinite(v)) return -1;
+  *out = v;
+  return 0;
+}

@@ -29,6 +29,11 @@ void ks_progress(const char *what, uint64_t done, uint64_t total);
 
 double ks_now_sec(void); /* monotonic clock */
 
+/* Whole-string number parsing for command lines: 0 on success, -1 if s is not entirely a
+ * number of that type (or is out of range / not finite). */
+int ks_parse_int(const char *s, int *out);
+int ks_parse_double(const char *s, double *out);
+
 /* Interrupts: a signal handler (async-signal-safe) records one; long loops (prefill chunks,
  * decode steps) check for it and stop with KS_ERR_INTERRUPTED. */
 void ks_interrupt_set(int sig);

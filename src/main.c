@@ -141,20 +141,10 @@ static int interrupted_rc(void) {
 
 /* ---- small helpers ---- */
 
-static int parse_int(const char *s, int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || end == s || v < INT_MIN || v > INT_MAX) return -1;
-  *out = (int)v;
-  return 0;
-}
 static int parse_float(const char *s, float *out) {
-  char *end;
-  errno = 0;
-  float v = strtof(s, &end);
-  if (errno || *end || end == s) return -1;
-  *out = v;
+  double d;
+  if (ks_parse_double(s, &d) || d > 3.4e38 || d < -3.4e38) return -1;
+  *out = (float)d;
   return 0;
 }
 
@@ -321,7 +311,7 @@ static int parse_common(run_args *a, int argc, char **argv, int i) {
   const char *v = i + 1 < argc ? argv[i + 1] : NULL;
   ks_engine_opts *eo = &a->eo;
 #define NEEDV() do { if (!v) { usage_error("option %s needs a value", o); return -2; } } while (0)
-#define INTV(dst) do { NEEDV(); if (parse_int(v, &(dst))) { usage_error("bad integer '%s'", v); return -2; } return 1; } while (0)
+#define INTV(dst) do { NEEDV(); if (ks_parse_int(v, &(dst))) { usage_error("bad integer '%s'", v); return -2; } return 1; } while (0)
 #define FLTV(dst) do { NEEDV(); if (parse_float(v, &(dst))) { usage_error("bad number '%s'", v); return -2; } return 1; } while (0)
   if (!strcmp(o, "-m") || !strcmp(o, "--model")) { NEEDV(); eo->model_path = v; return 1; }
   if (!strcmp(o, "-z") || !strcmp(o, "--tokenizer")) { NEEDV(); eo->tokenizer_path = v; return 1; }

@@ -85,23 +85,6 @@ static int usage_error(const char *fmt, const char *arg) {
   return 2;
 }
 
-static int parse_int(const char *s, int *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || end == s || v < INT_MIN || v > INT_MAX) return -1;
-  *out = (int)v;
-  return 0;
-}
-
-static int parse_double(const char *s, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || *end || end == s || !isfinite(v)) return -1;
-  *out = v;
-  return 0;
-}
 
 static char *read_whole_file(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -208,7 +191,7 @@ static int parse_args(tui_args *a, int argc, char **argv, char **file_text) {
                !strcmp(o, "--cache-ttl") || !strcmp(o, "--pin-ttl") ||
                !strcmp(o, "--price-input") || !strcmp(o, "--price-cached") ||
                !strcmp(o, "--price-output")) {
-      if (parse_double(v, &dv) || dv < 0) return usage_error("bad non-negative number '%s'", v);
+      if (ks_parse_double(v, &dv) || dv < 0) return usage_error("bad non-negative number '%s'", v);
       if (!strcmp(o, "--temp")) a->sp.temp = (float)dv;
       else if (!strcmp(o, "--top-p")) a->sp.top_p = (float)dv;
       else if (!strcmp(o, "--min-p")) a->sp.min_p = (float)dv;
@@ -219,7 +202,7 @@ static int parse_args(tui_args *a, int argc, char **argv, char **file_text) {
       else a->eo.cache.price_output = dv;
     } else if (!strcmp(o, "--cache-dir")) a->eo.cache.dir = v;
     else {
-      if (parse_int(v, &iv)) {
+      if (ks_parse_int(v, &iv)) {
         if (strcmp(o, "-n") && strcmp(o, "--n-predict") && strcmp(o, "-c") && strcmp(o, "--ctx-size") &&
             strcmp(o, "-b") && strcmp(o, "--batch") && strcmp(o, "--top-k") && strcmp(o, "--device") &&
             strcmp(o, "--cache-mb") && strcmp(o, "--cache-min-tokens") && strcmp(o, "--layer") &&
