@@ -248,7 +248,7 @@ static void check_prefix(const char *what, chat_tmpl k, const ks_tokenizer *t, c
   int na = turns[1].n_tokens;
   int ok = n2 > n1 + na + n_eot && !memcmp(p2, p1, sizeof *p1 * (size_t)n1) &&
            !memcmp(p2 + n1, turns[1].tokens, sizeof *p1 * (size_t)na) &&
-           !memcmp(p2 + n1 + na, eot, sizeof *eot * (size_t)n_eot);
+           (n_eot == 0 || !memcmp(p2 + n1 + na, eot, sizeof *eot * (size_t)n_eot));
   CHECK_MSG(ok, "%s: turn 2 does not start with turn 1 + reply + end of turn", what);
   if (!ok) {
     print_ids("turn 1", p1, n1);
