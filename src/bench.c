@@ -113,6 +113,7 @@ typedef struct {
   const char *model;
   int n_prompt, n_gen, reps, batch, device, json;
   const char *json_out; /* also write the JSON object to this file */
+  int watch;            /* --watch L: export layer L's attention rows as the visualizer does */
 } bench_opts;
 
 /* One row of the per-kernel table: an op, products split by the weights they read. */
@@ -439,6 +440,7 @@ static ks_status run_all(bench *b) {
   if ((st = measure_copy(b->g, o->reps, r))) return st;
   phase("uploading the model");
   if ((st = forward_create(&b->f, b->g, b->m, r->n_ctx, batch, 0))) return st;
+  forward_watch(b->f, o->watch);
 
   /* warm-up: pipelines are created when first recorded, the decode buffer on its first step */
   phase("warming up");
@@ -526,7 +528,8 @@ static void report_text(const bench *b, FILE *f) {
   fprintf(f, "device  %s (%s), driver %s, Vulkan %s\n", r->device, r->device_type, r->driver,
           r->vulkan);
   fprintf(f, "method  median of %d repetitions after a warm-up; prefill in chunks of %d; tg "
-          "decodes greedily from an empty context\n\n", o->reps, r->batch);
+          "decodes greedily from an empty context; attention rows exported: %s\n\n", o->reps,
+          r->batch, o->watch >= 0 ? "yes (--watch)" : "no (view off)");
   fprintf(f, "%-8s %12s %23s %12s\n", "test", "tokens/s", "min .. max", "time");
   if (o->n_prompt > 0) {
     char name[32];
@@ -597,7 +600,7 @@ static void report_json(const bench *b, FILE *f) {
   summarise(b, &s);
   fprintf(f, "{\"model\":");
   json_str(f, o->model);
-  fprintf(f, ",\"date\":\"%s\",\"device\":", r->date);
+  fprintf(f, ",\"watch_layer\":%d,\"date\":\"%s\",\"device\":", o->watch, r->date);
   json_str(f, r->device);
   fprintf(f, ",\"device_type\":\"%s\",\"driver\":", r->device_type);
   json_str(f, r->driver);
@@ -678,6 +681,8 @@ static void print_help(void) {
          "                     device's storage-buffer range)\n"
          "  --device N         Vulkan device index (see 'kvscope devices')\n"
          "  --json             one JSON object instead of the table\n"
+         "  --watch L          export layer L's attention rows every step, as `kvscope tui` does\n"
+         "                     (compare with the default, view off)\n"
          "  --json-out FILE    also write the JSON object to FILE\n"
          "Random-weight models of real shapes: kvscope convert --random SHAPE OUT.gguf.\n"
          "\n"
@@ -700,7 +705,7 @@ static int parse_count(const char *s, int lo, int *out) {
 int bench_main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) /* the prompt-cache benchmark is its own mode */
     if (!strcmp(argv[i], "--prefix")) return bench_prefix_main(argc, argv);
-  bench_opts o = {NULL, 512, 128, 5, 0, -1, 0, NULL};
+  bench_opts o = {NULL, 512, 128, 5, 0, -1, 0, NULL, -1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -726,6 +731,7 @@ int bench_main(int argc, char **argv) {
     else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) dst = &o.reps, lo = 1;
     else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) dst = &o.batch, lo = 1;
     else if (!strcmp(a, "--device")) dst = &o.device;
+    else if (!strcmp(a, "--watch")) dst = &o.watch;
     else return usage("unknown option '%s'", a);
     if (!v) return usage("option %s needs a value", a);
     if (parse_count(v, lo, dst)) return usage("bad value '%s' (a non-negative integer; -r and -b at least 1)", v);

@@ -85,6 +85,9 @@ rc=$?
   expect_fail "unknown shape" 2 "unknown shape" -- $K convert --random gpt-9 "$TMP/x.gguf"
   expect_fail "bad type" 2 "unknown type" -- $K convert --random tiny "$TMP/x.gguf" --type q5_1
 }
+# --watch: the visualizer's attention export, measured against the view off
+$K bench -p 8 -n 4 -r 1 --watch 0 --json >"$TMP/w.json" 2>"$TMP/w.err"
+grep -q '"watch_layer":0' "$TMP/w.json" && positive "$(num tg_tokens_per_s "$TMP/w.json")" && ok "bench --watch 0" || { bad "bench --watch"; cat "$TMP/w.err"; }
 # the prompt-cache benchmark runs and reports a hit for every length
 $K bench --prefix -r 1 --json -c 160 >"$TMP/px.json" 2>"$TMP/px.err"
 grep -q '"prompt_tokens":128,"cached_tokens":96' "$TMP/px.json" && grep -q '"prompt_tokens":159' "$TMP/px.json" &&
