@@ -30,3 +30,12 @@ const char *ks_default_model_path(void) {
   snprintf(path, sizeof path, "models/%s", KS_DEFAULT_MODEL_NAME);
   return path;
 }
+
+ks_status ks_model_path_or_default(const char **path) {
+  if (*path) return KS_OK;
+  *path = ks_default_model_path();
+  if (access(*path, R_OK) != 0)
+    return ks_fail(KS_ERR_IO, "no -m given and the default model %s is missing: give a model "
+                   "with -m", *path);
+  return KS_OK;
+}

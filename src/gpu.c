@@ -14,6 +14,26 @@ static const char *k_no_device_help =
     "lavapipe (a conformant Vulkan driver that runs on the CPU), and libvulkan1 provides the "
     "Vulkan loader; GPU vendors ship their own drivers";
 
+ks_status gpu_cmd_objects_create(ks_gpu *g, VkCommandPool *pool, VkCommandBuffer *cb,
+                                 VkFence *fence) {
+  VkCommandPoolCreateInfo pci = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+      .queueFamilyIndex = g->qfam,
+  };
+  VK_CHECK(vkCreateCommandPool(g->dev, &pci, NULL, pool));
+  VkCommandBufferAllocateInfo cai = {
+      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+      .commandPool = *pool,
+      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+      .commandBufferCount = 1,
+  };
+  VK_CHECK(vkAllocateCommandBuffers(g->dev, &cai, cb));
+  VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VK_CHECK(vkCreateFence(g->dev, &fci, NULL, fence));
+  return KS_OK;
+}
+
 const char *gpu_vk_result_hint(VkResult r) {
   switch (r) {
   case VK_ERROR_DEVICE_LOST:
@@ -503,21 +523,7 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   VK_TRY(vkCreateDevice(g->phys, &dci, NULL, &g->dev));
   vkGetDeviceQueue(g->dev, g->qfam, 0, &g->queue);
 
-  VkCommandPoolCreateInfo pci = {
-      .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
-      .queueFamilyIndex = g->qfam,
-  };
-  VK_TRY(vkCreateCommandPool(g->dev, &pci, NULL, &g->xfer_pool));
-  VkCommandBufferAllocateInfo cai = {
-      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-      .commandPool = g->xfer_pool,
-      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-      .commandBufferCount = 1,
-  };
-  VK_TRY(vkAllocateCommandBuffers(g->dev, &cai, &g->xfer_cb));
-  VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-  VK_TRY(vkCreateFence(g->dev, &fci, NULL, &g->xfer_fence));
+  if ((st = gpu_cmd_objects_create(g, &g->xfer_pool, &g->xfer_cb, &g->xfer_fence))) goto fail;
   VkPipelineCacheCreateInfo pcci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   VK_TRY(vkCreatePipelineCache(g->dev, &pcci, NULL, &g->pcache));
 

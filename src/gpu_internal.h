@@ -26,6 +26,11 @@
   } while (0)
 
 const char *gpu_vk_result_name(VkResult r);
+/* A resettable command pool with one primary command buffer, and an unsignalled fence: what both
+ * the transfer path and every ks_cmd need. On failure the caller destroys what was created
+ * (the handles it gets back are VK_NULL_HANDLE or valid). */
+ks_status gpu_cmd_objects_create(ks_gpu *g, VkCommandPool *pool, VkCommandBuffer *cb,
+                                 VkFence *fence);
 /* What a user can do about r: "" for most results; for a lost device or exhausted memory, a
  * sentence starting with ": " that says what happened and what to try. */
 const char *gpu_vk_result_hint(VkResult r);

@@ -81,21 +81,7 @@ ks_status gpu_cmd_create(ks_gpu *g, ks_cmd **out) {
   if (!c) return ks_fail(KS_ERR_NOMEM, "out of host memory for a command buffer");
   c->g = g;
   ks_status st = KS_OK;
-  VkCommandPoolCreateInfo pci = {
-      .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-      .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
-      .queueFamilyIndex = g->qfam,
-  };
-  VK_TRY(vkCreateCommandPool(g->dev, &pci, NULL, &c->pool));
-  VkCommandBufferAllocateInfo cai = {
-      .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-      .commandPool = c->pool,
-      .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-      .commandBufferCount = 1,
-  };
-  VK_TRY(vkAllocateCommandBuffers(g->dev, &cai, &c->cb));
-  VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-  VK_TRY(vkCreateFence(g->dev, &fci, NULL, &c->fence));
+  if ((st = gpu_cmd_objects_create(g, &c->pool, &c->cb, &c->fence))) goto fail;
   if ((st = add_dpool(c)) != KS_OK) goto fail;
   *out = c;
   return KS_OK;

@@ -15,6 +15,9 @@ typedef struct ks_engine ks_engine;
 #define KS_DEFAULT_MODEL_NAME "kvscope-tiny.gguf"
 /* Path of the model shipped in models/ (used when no -m is given); it may not exist. */
 const char *ks_default_model_path(void);
+/* *path NULL (no -m given): points it at the default model; KS_ERR_IO with a message if that is
+ * missing. A given path is left alone (loading reports its problems). */
+ks_status ks_model_path_or_default(const char **path);
 
 /* The prompt cache: K/V blocks kept across requests (see prefix_cache.h). */
 typedef struct {

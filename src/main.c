@@ -366,13 +366,9 @@ static int finish_common(run_args *a) {
   if (a->n_predict < -1) return usage_error("%s", "-n must be -1 (no limit) or >= 0");
   if (check_sampling(&a->sp)) return 2;
   if (!a->seed_given) a->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
-  if (!a->eo.model_path) {
-    a->eo.model_path = ks_default_model_path();
-    if (access(a->eo.model_path, R_OK) != 0) {
-      fprintf(stderr, "%s: no -m given and the default model %s is missing: give a model with -m\n",
-              g_prog, a->eo.model_path);
-      return 1;
-    }
+  if (ks_model_path_or_default(&a->eo.model_path)) {
+    fprintf(stderr, "%s: %s\n", g_prog, ks_last_error());
+    return 1;
   }
   return 0;
 }

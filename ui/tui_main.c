@@ -236,13 +236,9 @@ static int parse_args(tui_args *a, int argc, char **argv, char **file_text) {
   if (a->snapshot && a->n_acts == 0)
     return usage_error("%s", "--snapshot needs a prompt: -p TEXT or -f FILE");
   if (!a->seed_given) a->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
-  if (!a->eo.model_path) {
-    a->eo.model_path = ks_default_model_path();
-    if (access(a->eo.model_path, R_OK) != 0) {
-      fprintf(stderr, "%s: no -m given and the default model %s is missing: give a model with -m\n",
-              g_prog, a->eo.model_path);
-      return 1;
-    }
+  if (ks_model_path_or_default(&a->eo.model_path)) {
+    fprintf(stderr, "%s: %s\n", g_prog, ks_last_error());
+    return 1;
   }
   return 0;
 }
