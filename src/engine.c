@@ -110,6 +110,36 @@ static ks_status cache_blocks(ks_engine *e, uint64_t block_bytes, int *n_blocks)
   return KS_OK;
 }
 
+/* A host allocation of `bytes` for `what` failed; `advice` says what to lower (or NULL). */
+static ks_status host_oom(const char *what, uint64_t bytes, const char *advice) {
+  return ks_fail(KS_ERR_NOMEM, "out of host memory allocating %.1f MiB for %s%s%s",
+                 bytes / 1048576.0, what, advice ? ": " : "", advice ? advice : "");
+}
+
+/* forward_create ran out of memory: says what the whole run needs on the device, then the
+ * allocation that failed (which ends with what to do). */
+static ks_status explain_device_memory(ks_engine *e, const char *model_path, int batch,
+                                       int n_blocks, uint64_t block_bytes) {
+  char why[768];
+  snprintf(why, sizeof why, "%s", ks_last_error());
+  const ks_config *c = &e->model.cfg;
+  const double mib = 1048576.0;
+  uint64_t qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_kv_head * c->head_dim;
+  uint64_t wide = KS_MAX((uint64_t)c->dim, qd);
+  /* x, xb, xb2, q, att, k, v, hb, hb2 and the logits of a batch (forward.c's scratch) */
+  double act = (double)batch * 4 *
+               ((double)c->dim + 2.0 * wide + 2.0 * qd + 2.0 * kvd + 2.0 * c->hidden_dim +
+                c->vocab_size) / mib;
+  double w = model_weight_bytes(&e->model) / mib, kv = (double)n_blocks * block_bytes / mib;
+  char kv_why[64];
+  if (e->copt.cache_mb > 0) snprintf(kv_why, sizeof kv_why, "--cache-mb %d", e->copt.cache_mb);
+  else snprintf(kv_why, sizeof kv_why, "room for 4 contexts of -c %d", e->n_ctx);
+  return ks_fail(KS_ERR_NOMEM, "'%.200s' does not fit in the memory of %s: it needs about %.1f MiB "
+                 "(%.1f MiB of weights, %.1f MiB of K/V cache for %d positions: %s, %.1f MiB of "
+                 "activations for batches of %d tokens); %s", model_path, gpu_info(e->gpu)->name,
+                 w + kv + act, w, kv, n_blocks * KS_KV_BLOCK, kv_why, act, batch, why);
+}
+
 static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   ks_status st = model_load(&e->model, o->model_path);
   if (st) return st;
@@ -135,13 +165,18 @@ static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   if (e->copt.price_input <= 0) e->copt.price_input = 3.0;
   if (e->copt.price_cached <= 0) e->copt.price_cached = 0.1 * e->copt.price_input;
   if (e->copt.price_output <= 0) e->copt.price_output = 15.0;
-  e->logits = malloc((size_t)c->vocab_size * sizeof(float));
-  e->toks = malloc(sizeof(int) * ((size_t)e->n_ctx + 1));
-  e->fresh = calloc((size_t)e->n_ctx / KS_KV_BLOCK + 2, 1);
-  if (!e->logits || !e->toks || !e->fresh) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+  char what[128];
+  size_t n_bytes = (size_t)c->vocab_size * sizeof(float);
+  if (!(e->logits = malloc(n_bytes))) return host_oom("the logits of one token", n_bytes, NULL);
+  n_bytes = sizeof(int) * ((size_t)e->n_ctx + 1);
+  snprintf(what, sizeof what, "the tokens of a %d-token context", e->n_ctx);
+  if (!(e->toks = malloc(n_bytes))) return host_oom(what, n_bytes, "lower the context (-c)");
+  n_bytes = (size_t)e->n_ctx / KS_KV_BLOCK + 2;
+  snprintf(what, sizeof what, "the block flags of a %d-token context", e->n_ctx);
+  if (!(e->fresh = calloc(n_bytes, 1))) return host_oom(what, n_bytes, "lower the context (-c)");
   e->text_cap = 3 * tokenizer_max_piece_len(e->tok) + 16;
   e->text = malloc(e->text_cap);
-  if (!e->text) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+  if (!e->text) return host_oom("the text of one token", e->text_cap, NULL);
   e->use_cpu = o->use_cpu;
   e->watch_layer = -1;
   if (e->use_cpu) {
@@ -163,6 +198,9 @@ static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   st = cache_blocks(e, block_bytes, &n_blocks);
   if (st) return st;
   st = forward_create(&e->fwd, e->gpu, &e->model, e->n_ctx, batch, n_blocks);
+  if (st == KS_ERR_NOMEM)
+    return explain_device_memory(e, o->model_path ? o->model_path : "the model", batch, n_blocks,
+                                 block_bytes);
   if (st) return st;
   /* KVSCOPE_TEST_STEP_DELAY_MS: for tests that must interrupt work in progress on any GPU */
   const char *delay = getenv("KVSCOPE_TEST_STEP_DELAY_MS");
@@ -170,14 +208,15 @@ static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   st = pcache_create(&e->pc, n_blocks);
   if (st) return st;
   e->payload = malloc(block_bytes);
-  if (!e->payload) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+  if (!e->payload)
+    return host_oom("one K/V block (the prompt cache's disk transfers)", block_bytes, NULL);
   return KS_OK;
 }
 
 ks_status ks_engine_create(ks_engine **out, const ks_engine_opts *o) {
   *out = NULL;
   ks_engine *e = calloc(1, sizeof *e);
-  if (!e) return ks_fail(KS_ERR_NOMEM, "out of host memory");
+  if (!e) return host_oom("the engine", sizeof *e, NULL);
   seq_init(&e->seq);
   ks_status st = create_inner(e, o);
   if (st) {
@@ -460,7 +499,8 @@ static void write_to_disk(ks_engine *e) {
 
 static void finish_request(ks_engine *e) {
   if (e->pc) {
-    if (e->copt.dir && caching(e)) write_to_disk(e);
+    /* after a lost device no K/V row is trusted: the disk keeps only what was saved before */
+    if (e->copt.dir && caching(e) && !gpu_device_lost(e->gpu)) write_to_disk(e);
     pcache_release(e->pc, &e->seq, ks_now_sec());
   }
   if (e->smp_ready) sampler_deinit(&e->smp);
@@ -492,6 +532,18 @@ static void fill_usage(ks_engine *e) {
   u->cost_uncached = (u->prompt_tokens * in + u->completion_tokens * out) / 1e6;
 }
 
+/* A GPU failure while evaluating `what` a..b (b < 0: just a): names the work that failed. */
+static ks_status gpu_error_during(ks_engine *e, const char *what, int a, int b) {
+  char why[768];
+  snprintf(why, sizeof why, "%s", ks_last_error());
+  char range[48];
+  if (b >= 0 && b != a) snprintf(range, sizeof range, "%d..%d", a, b);
+  else snprintf(range, sizeof range, "%d", a);
+  return ks_fail(KS_ERR_VULKAN, "in %s %s%s: %s", what, range,
+                 gpu_device_lost(e->gpu) && e->copt.dir
+                     ? " (nothing from this request is saved to --cache-dir)" : "", why);
+}
+
 ks_status ks_engine_step(ks_engine *e, ks_event *ev) {
   memset(ev, 0, sizeof *ev);
   if (e->q_len > 0) {
@@ -507,6 +559,7 @@ ks_status ks_engine_step(ks_engine *e, ks_event *ev) {
   case ST_PREFILL: {
     const int n = e->n_toks;
     st = ks_engine_eval(e, e->toks + e->pos, n - e->pos, e->pos, e->logits, 0);
+    if (st == KS_ERR_VULKAN) st = gpu_error_during(e, "the prefill of positions", e->pos, n - 1);
     if (st) break;
     e->pos = n;
     e->usage.t_prefill = ks_now_sec() - e->t_start;
@@ -542,6 +595,7 @@ ks_status ks_engine_step(ks_engine *e, ks_event *ev) {
     }
     e->toks[e->n_toks++] = e->last_tok;
     st = ks_engine_eval(e, &e->last_tok, 1, e->pos, e->logits, 0);
+    if (st == KS_ERR_VULKAN) st = gpu_error_during(e, "the decode step at position", e->pos, -1);
     if (st) break;
     e->pos++;
     if (e->pc && caching(e) && e->pos % KS_KV_BLOCK == 0) publish(e, e->pos / KS_KV_BLOCK - 1);

@@ -276,6 +276,39 @@ static const char *find_duplicate(char **names, size_t n) {
   return dup;
 }
 
+static int cmp_data_start(const void *a, const void *b) {
+  uint64_t x = (*(const gtensor *const *)a)->offset, y = (*(const gtensor *const *)b)->offset;
+  return x < y ? -1 : x > y;
+}
+
+/* Tensors whose data ranges share a byte: two weights that alias each other's storage are a
+ * corrupt or hostile file (a writer lays each tensor out on its own), and an engine that trusted
+ * them would compute with bytes that mean two things at once. Ranges are already inside the
+ * file. */
+static ks_status check_overlaps(ks_gguf *g, rd *r) {
+  if (g->n_tensors < 2) return KS_OK;
+  gtensor **by_start = malloc((size_t)g->n_tensors * sizeof *by_start);
+  if (!by_start) return nomem(r);
+  for (int i = 0; i < g->n_tensors; i++) by_start[i] = &g->tensors[i];
+  qsort(by_start, (size_t)g->n_tensors, sizeof *by_start, cmp_data_start);
+  ks_status st = KS_OK;
+  const gtensor *reach = by_start[0]; /* the tensor whose data ends last among those seen */
+  for (int i = 1; i < g->n_tensors && st == KS_OK; i++) {
+    const gtensor *t = by_start[i];
+    if (t->offset < reach->offset + reach->nbytes) {
+      snprintf(r->ctx, sizeof r->ctx, "tensor data");
+      st = rd_fail(r, KS_ERR_FORMAT, "tensors '%.120s' (bytes %llu..%llu of the data section) and "
+                   "'%.120s' (bytes %llu..%llu) overlap: each tensor needs bytes of its own "
+                   "(corrupt or hostile file)", reach->name, (unsigned long long)reach->offset,
+                   (unsigned long long)(reach->offset + reach->nbytes - 1), t->name,
+                   (unsigned long long)t->offset, (unsigned long long)(t->offset + t->nbytes - 1));
+    }
+    if (t->offset + t->nbytes > reach->offset + reach->nbytes) reach = t;
+  }
+  free(by_start);
+  return st;
+}
+
 static ks_status parse(ks_gguf *g) {
   rd rr = {.p = g->map, .size = g->size, .off = 0, .path = g->path}, *r = &rr;
   ks_status st;
@@ -414,7 +447,7 @@ static ks_status parse(ks_gguf *g) {
                      "byte %zu) lies outside the file of %zu bytes: truncated or corrupt",
                      (unsigned long long)t->offset, t->nbytes, g->data_off, g->size);
   }
-  return KS_OK;
+  return check_overlaps(g, r);
 }
 
 ks_status gguf_open(ks_gguf **out, const char *path) {
@@ -454,8 +487,13 @@ ks_status gguf_open(ks_gguf **out, const char *path) {
   int e = errno;
   close(fd);
   if (g->map == MAP_FAILED) {
+    double mib = g->size / 1048576.0;
     g->map = NULL;
     free(g);
+    if (e == ENOMEM)
+      return ks_fail(KS_ERR_NOMEM, "out of host memory mapping GGUF file '%s' (%.1f MiB): %s; "
+                     "free memory, raise the address-space limit (ulimit -v) or use a smaller "
+                     "model", path, mib, strerror(e));
     return ks_fail(KS_ERR_IO, "cannot map GGUF file '%s': %s", path, strerror(e));
   }
   ks_status st = parse(g);

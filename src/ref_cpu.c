@@ -208,7 +208,8 @@ ks_status ref_state_init(ref_state *s, const ks_model *m, int n_ctx) {
   if (failed) {
     ref_state_deinit(s);
     return ks_fail(KS_ERR_NOMEM, "out of host memory for the CPU reference state (context %d, "
-                   "%.1f MiB of K/V cache)", n_ctx, 2.0 * cache * sizeof(float) / 1048576.0);
+                   "%.1f MiB of K/V cache): lower the context (-c)", n_ctx,
+                   2.0 * cache * sizeof(float) / 1048576.0);
   }
   return KS_OK;
 }

@@ -30,6 +30,23 @@ expect_fail() {
   if ! grep -Eqi -- "$pat" "$TMP/err"; then bad "$name: message does not match /$pat/:"; sed 's/^/  /' "$TMP/err"; return; fi
   ok "$name: $(head -c 200 "$TMP/err" | tr '\n' ' ')"
 }
+# err_has NAME PATTERN...: stderr of the last expect_fail/command (in $TMP/err) matches every
+# extended regex, case-insensitive
+err_has() {
+  local name=$1; shift
+  for pat in "$@"; do
+    grep -Eqi -- "$pat" "$TMP/err" || { bad "$name: stderr lacks /$pat/"; sed 's/^/  /' "$TMP/err"; return; }
+  done
+  ok "$name: stderr has every expected part"
+}
+# need_device: a Vulkan device must exist; else SKIP (exit 77), or fail under KVSCOPE_REQUIRE_GPU
+need_device() {
+  if ! "$KVSCOPE" devices >/dev/null 2>&1; then
+    if [ "${KVSCOPE_REQUIRE_GPU:-0}" != 0 ]; then bad "no Vulkan device but KVSCOPE_REQUIRE_GPU=1"; finish; exit 1; fi
+    echo "SKIP: no Vulkan device ($("$KVSCOPE" devices 2>&1 | head -1))"
+    exit 77
+  fi
+}
 finish() {
   echo "$PASSES passed, $FAILS failed"
   [ "$FAILS" = 0 ]

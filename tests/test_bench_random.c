@@ -297,5 +297,8 @@ int main(void) {
   if (getenv("KVSCOPE_VALIDATION"))
     CHECK_MSG(gpu_validation_count() == 0, "%llu validation messages",
               (unsigned long long)gpu_validation_count());
+  /* the engines own their GPUs: what each still held when it was destroyed is summed here */
+  CHECK_MSG(gpu_leaked_allocations() == 0, "%lld device allocations alive at gpu_destroy",
+            (long long)gpu_leaked_allocations());
   return ks_test_done("test_bench_random");
 }

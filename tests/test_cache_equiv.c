@@ -267,5 +267,8 @@ int main(void) {
               "the park with her friends and her dog.");
   CHECK_MSG(gpu_validation_count() == 0, "%llu validation messages",
             (unsigned long long)gpu_validation_count());
+  /* the engines own their GPUs: what each still held when it was destroyed is summed here */
+  CHECK_MSG(gpu_leaked_allocations() == 0, "%lld device allocations alive at gpu_destroy",
+            (long long)gpu_leaked_allocations());
   return ks_test_done("test_cache_equiv");
 }

@@ -775,6 +775,51 @@ static void test_hostile(void) {
   EXPECT_FAIL("duptensor.gguf", &b, KS_ERR_FORMAT, "'w'", "twice");
   b.n = 0;
 
+  /* data ranges that share bytes (d2: 8 x 2 F32, 64 bytes): the same offset, a partial overlap,
+   * one range inside another listed first, and the last byte of one being the first of the next */
+  b_header(&b, 3, 2, 0);
+  b_tensor(&b, "w", 2, d2, KS_TYPE_F32, 0);
+  b_tensor(&b, "x", 2, d2, KS_TYPE_F32, 0);
+  b_pad(&b, 32);
+  b_zeros(&b, 128);
+  EXPECT_FAIL("alias.gguf", &b, KS_ERR_FORMAT, "'w'", "'x'", "overlap", "bytes 0..63");
+  b.n = 0;
+  b_header(&b, 3, 2, 0);
+  b_tensor(&b, "first", 2, d2, KS_TYPE_F32, 0);
+  b_tensor(&b, "second", 2, d2, KS_TYPE_F32, 32); /* 32..95 against 0..63 */
+  b_pad(&b, 32);
+  b_zeros(&b, 128);
+  EXPECT_FAIL("partial.gguf", &b, KS_ERR_FORMAT, "'first'", "'second'", "overlap", "32..95");
+  b.n = 0;
+  const uint64_t d8[] = {8, 8}; /* 256 bytes */
+  b_header(&b, 3, 3, 0);
+  b_tensor(&b, "after", 2, d2, KS_TYPE_F32, 256);
+  b_tensor(&b, "inner", 2, d2, KS_TYPE_F32, 128);  /* inside "outer", listed before it */
+  b_tensor(&b, "outer", 2, d8, KS_TYPE_F32, 0);
+  b_pad(&b, 32);
+  b_zeros(&b, 320);
+  EXPECT_FAIL("inside.gguf", &b, KS_ERR_FORMAT, "'outer'", "'inner'", "overlap");
+  b.n = 0;
+  b_header(&b, 3, 2, 0);
+  b_tensor(&b, "w", 2, d2, KS_TYPE_F32, 32); /* 32..95 against 0..63 (a listed first) */
+  b_tensor(&b, "a", 2, d2, KS_TYPE_F32, 0);
+  b_pad(&b, 32);
+  b_zeros(&b, 128);
+  EXPECT_FAIL("unsorted.gguf", &b, KS_ERR_FORMAT, "'a'", "'w'", "overlap");
+  b.n = 0;
+  /* touching is not overlapping: 0..63 then 64..127, listed in reverse, opens */
+  b_header(&b, 3, 2, 0);
+  b_tensor(&b, "hi", 2, d2, KS_TYPE_F32, 64);
+  b_tensor(&b, "lo", 2, d2, KS_TYPE_F32, 0);
+  b_pad(&b, 32);
+  b_zeros(&b, 128);
+  write_bytes(tmp_path("touching.gguf"), b.p, b.n);
+  g = NULL;
+  ks_status tst = gguf_open(&g, tmp_path("touching.gguf"));
+  CHECK_MSG(tst == KS_OK && g, "adjacent tensors rejected: %s", ks_last_error());
+  gguf_close(g);
+  b.n = 0;
+
   /* nested arrays: skipped but bounds-checked; what follows still reads right */
   b_header(&b, 3, 1, 3);
   b_str(&b, "nested");

@@ -7,11 +7,7 @@
 source "$(dirname "$0")/cli_lib.bash" "$@"
 K=$KVSCOPE
 
-if ! "$K" devices >/dev/null 2>&1; then
-  if [ "${KVSCOPE_REQUIRE_GPU:-0}" != 0 ]; then bad "no Vulkan device but KVSCOPE_REQUIRE_GPU=1"; finish; exit 1; fi
-  echo "SKIP: no Vulkan device ($("$K" devices 2>&1 | head -1))"
-  exit 77
-fi
+need_device
 
 # the full run
 "$K" selftest >"$TMP/table" 2>"$TMP/err"

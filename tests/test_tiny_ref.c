@@ -148,6 +148,8 @@ int main(void) {
     backend gpu = {f, NULL};
     for (int k = 0; k < N_PROMPTS; k++) check_case(&gpu, &cases[k], V, gpu_info(g)->name, k);
     forward_destroy(f);
+    CHECK_MSG(gpu_live_allocations(g) == 0, "%lld device allocations alive after teardown",
+              (long long)gpu_live_allocations(g));
     gpu_destroy(g);
   }
   CHECK(gpu_validation_count() == 0);

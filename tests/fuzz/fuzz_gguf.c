@@ -89,6 +89,7 @@ static void walk_tensors(const ks_gguf *g, const void *base, size_t size) {
   /* with no tensor the aligned data section may start past the end (nothing is read there) */
   KS_FUZZ_CHECK(n == 0 || gguf_data_offset(g) <= size,
                 "data section starts past the end of the file");
+  uint64_t total = 0; /* bytes of the tensors gguf_tensor hands out */
   for (int i = 0; i < n; i++) {
     const char *name = gguf_tensor_name(g, i);
     KS_FUZZ_CHECK(name != NULL, "tensor %d has no name", i);
@@ -105,9 +106,17 @@ static void walk_tensors(const ks_gguf *g, const void *base, size_t size) {
     ks_tensor t;
     ks_fuzz_clear_error();
     st = gguf_tensor(g, i, &t);
-    if (st == KS_OK) check_tensor(&t, base, size, name);
-    else ks_fuzz_check_failure(st, "gguf_tensor");
+    if (st == KS_OK) {
+      check_tensor(&t, base, size, name);
+      total += t.nbytes;
+    } else {
+      ks_fuzz_check_failure(st, "gguf_tensor");
+    }
   }
+  /* gguf_open rejects tensors whose data overlap, so they lie side by side in the data section */
+  KS_FUZZ_CHECK(n == 0 || total <= size - gguf_data_offset(g),
+                "%llu bytes of tensors in a data section of %zu bytes: some overlap",
+                (unsigned long long)total, size - gguf_data_offset(g));
 }
 
 static int try_tokenizer(const ks_gguf *g) {
@@ -184,8 +193,8 @@ static int check_model(ks_model *m) {
       check_tensor(lt[i].t, base, size, "layer tensor");
     }
   }
-  /* Tensors may overlap (the format does not forbid it and reading aliased bytes is safe), so
-   * the weights may add up to more than the file: each one lying inside it is what counts. */
+  /* gguf_open refuses tensors whose data overlap (walk_tensors checks that they fit side by
+   * side); a tied classifier is the embedding itself, counted once. */
   /* One reference step on small models: hostile shapes must not reach the math. */
   if (model_weight_bytes(m) > (4u << 20) || (int64_t)c->n_layer * kv > (1 << 20)) return 0;
   ref_state s;
