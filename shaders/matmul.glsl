@@ -1,122 +1,282 @@
-// matmul.glsl — out (n_tok, N) = x (n_tok, K) · Wᵀ for one row slice of W; included by
-// matmul_<type>.comp after `#define WTYPE` (0 F32, 1 F16, 8 Q8_0, 2 Q4_0, 30 BF16, 12 Q4_K,
-// 13 Q5_K, 14 Q6_K, 6 Q5_0, 7 Q5_1).
+// matmul.glsl — y (n_tok, N) = x (n_tok, K) · Wᵀ for one row slice of W, with optional fusions;
+// included by matmul_<type>.comp after `#define WTYPE` (0 F32, 1 F16, 8 Q8_0, 2 Q4_0, 30 BF16,
+// 12 Q4_K, 13 Q5_K, 14 Q6_K, 6 Q5_0, 7 Q5_1). Built four times (CMakeLists.txt): KS_SUBGROUP=1
+// sums lanes with subgroup shuffles, KS_SUBGROUP=0 with shared memory, in the same order; and
+// KS_DECODE=1 (one token: NAME_dec) or 0 (prefill tiles).
 //
-// Batch invariance: a workgroup owns R weight rows and a tile of up to TT tokens. Invocation
-// `lid` accumulates, for every (row, token) of the tile, the units u = lid, lid + WG, ... of the
-// row (a unit is 4 elements for float types, 8 for quantised ones), each unit as a fixed dot
-// expression; then the WG partials of each (row, token) are summed in index order by one
-// invocation. That order depends only on K and WG (fixed per device), never on n_tok or on the
-// token's place in the tile, so decode (n_tok = 1) and prefill give the same bits per row.
-// Each loaded weight unit is reused for every token of the tile (prefill reads W once per TT
-// tokens); F32/F16 weights are read as vec4 / 4 halves.
+// Work split: a workgroup is NGR row groups of LPR = SG * SPLIT invocations. A group owns R
+// weight rows ("slots") and a tile of up to TT tokens. Lane L of a group accumulates, for every
+// (slot, token), the units u = L, L + LPR, L + 2 LPR, ... of the row (a unit is 8 elements, the
+// last one 4 when K % 8 == 4), one fma per element in element order; then each SG lanes' partials
+// are summed by a butterfly (partner lane l ^ m for m = SG/2, ..., 1) and the SPLIT subgroup sums
+// added in subgroup order. Every operation is `precise` (no contraction, no reassociation), so an
+// output's bits depend only on K, SG and SPLIT (the host picks SPLIT from K alone), never on R,
+// TT, U, NGR, the tile or n_tok: the decode pipeline (TT = 1) and the prefill one (TT = 8) give a
+// row the same bits, which the prompt cache's bit-for-bit reuse needs.
+//
+// Fusions, chosen by pc.flags:
+//   NORM_IN     the input row is RMS-normalised on the fly: the same pass sums x[k]^2 (same lane
+//               split and order) and the products with nw[k] * x[k]; after the reduction each
+//               product is multiplied by scale = 1 / sqrt(ss / K + eps)
+//   EPI_ADD     y += result (the residual add)
+//   EPI_SWIGLU  W is [gate; up] with pc.split gate rows: a group's slots are R/2 gate rows and the
+//               R/2 up rows of the same outputs; y = silu(gate) * up
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
+#if KS_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#endif
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
-#define R 4u
-#define TT 8u
+layout(constant_id = 1) const uint SG = 32;  // lanes that split one row; power of two
+layout(constant_id = 2) const uint SPLIT = 1; // subgroups of SG lanes that share one row
+// R weight rows per lane group (even, for SWIGLU), TT tokens per tile, U units a lane loads
+// before it sums them (in order). Compile-time, so the arrays they size stay in registers: the
+// decode build (one token) and the prefill build differ only here.
+#if KS_DECODE
+const uint R = 2u, TT = 1u, U = KS_DECODE_U;
+#else
+const uint R = KS_PREFILL_R, TT = 8u, U = 1u;
+#endif
+const uint NSG = WG / SG;
+const uint LPR = SG * SPLIT; // lanes per row
+const uint NGR = WG / LPR;   // row groups per workgroup
+const uint RT = R * TT;
+const uint RT2 = RT + TT; // the dot products and the input rows' sums of squares
+
+#define NORM_IN 1u
+#define EPI_ADD 2u
+#define EPI_SWIGLU 4u
 
 layout(push_constant) uniform PC {
-  uint o_out, o_x, o_w;   // word offsets (o_w is 0: slices are bound at offset 0)
-  uint K, N;              // row length; out row stride (all rows of W)
-  uint row0, rows;        // this slice: first row of W, number of rows
-  uint n_tok, row_bytes;  // tokens; bytes of one weight row (quantised types)
+  uint o_out, o_x, o_w, o_nw; // word offsets (o_w is 0: slices are bound at offset 0)
+  uint K, N;                  // row length; out row stride
+  uint row0, rows;            // this slice: first output row, rows of the slice (SWIGLU: gate rows)
+  uint n_tok, row_bytes;      // tokens; bytes of one weight row (quantised types)
+  uint flags;
+  float eps;
 } pc;
-layout(binding = 0) writeonly buffer Out { float y[]; };
-layout(binding = 1) readonly buffer X { float x[]; };
+layout(binding = 0) buffer Out { float y[]; };
+layout(binding = 1) readonly buffer X { vec4 x4[]; };
+layout(binding = 3) readonly buffer NW { vec4 nw4[]; };
 
 #if WTYPE == 0
-#define UNIT 4u
-layout(binding = 2) readonly buffer W { vec4 w4[]; };
+layout(binding = 2) readonly buffer W { vec4 wf4[]; };
 #elif WTYPE == 1 || WTYPE == 30
-#define UNIT 4u
 layout(binding = 2) readonly buffer W { uvec2 w2[]; };
+layout(binding = 2) readonly buffer W8 { uvec4 w8[]; };
 #else
-#define UNIT 8u
 layout(binding = 2) readonly buffer W { uint wu[]; };
 #include "quant.glsl"
 #endif
-#define NV (UNIT / 4u)
 
-shared float red[R * TT][WG + 1u];
+shared float xch[WG * RT2];
 
-// weight unit u of slice row `row`, as NV vec4
-void load_w(uint row, uint u, out vec4 w[NV]) {
-#if WTYPE == 0
-  w[0] = w4[row * (pc.K >> 2) + u];
-#elif WTYPE == 1
-  uvec2 h = w2[row * (pc.K >> 2) + u];
-  w[0] = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
-#elif WTYPE == 30
-  uvec2 b = w2[row * (pc.K >> 2) + u]; // bf16 is the top half of an f32
-  w[0] = vec4(uintBitsToFloat(b.x << 16), uintBitsToFloat(b.x & 0xffff0000u),
+vec4 h4(uvec2 h) { return vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y)); }
+vec4 b4(uvec2 b) { // bf16 is the top half of an f32
+  return vec4(uintBitsToFloat(b.x << 16), uintBitsToFloat(b.x & 0xffff0000u),
               uintBitsToFloat(b.y << 16), uintBitsToFloat(b.y & 0xffff0000u));
+}
+
+// unit u (elements 8u .. 8u + 7) of weight row `row` of the slice; w1 = 0 for a 4-element tail
+void load_w(uint row, uint u, out vec4 w0, out vec4 w1) {
+  const bool tail = 8u * u + 4u == pc.K;
+#if WTYPE == 0
+  uint i = row * (pc.K >> 2) + 2u * u;
+  w0 = wf4[i];
+  w1 = tail ? vec4(0.0) : wf4[i + 1u];
+#elif WTYPE == 1 || WTYPE == 30
+  uvec2 a, b;
+  if ((pc.K & 7u) == 0u) {
+    uvec4 q = w8[row * (pc.K >> 3) + u];
+    a = q.xy;
+    b = q.zw;
+  } else {
+    uint i = row * (pc.K >> 2) + 2u * u;
+    a = w2[i];
+    b = tail ? uvec2(0u) : w2[i + 1u];
+  }
+#if WTYPE == 1
+  w0 = h4(a);
+  w1 = h4(b);
+#else
+  w0 = b4(a);
+  w1 = b4(b);
+#endif
 #elif WTYPE == 12 || WTYPE == 13
-  q45k_unit(row * pc.row_bytes, u, WTYPE == 13, w[0], w[1]);
+  q45k_unit(row * pc.row_bytes, u, WTYPE == 13, w0, w1);
 #elif WTYPE == 14
-  q6k_unit(row * pc.row_bytes, u, w[0], w[1]);
+  q6k_unit(row * pc.row_bytes, u, w0, w1);
 #elif WTYPE == 6 || WTYPE == 7
-  q5_unit(row * pc.row_bytes, u, WTYPE == 7, w[0], w[1]);
+  q5_unit(row * pc.row_bytes, u, WTYPE == 7, w0, w1);
 #elif WTYPE == 8
   uint base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
   float d = ld_half(base);
   uvec2 q = ld8(base + 2u + (u & 3u) * 8u);
-  w[0] = i8x4(q.x) * d;
-  w[1] = i8x4(q.y) * d;
+  w0 = i8x4(q.x) * d;
+  w1 = i8x4(q.y) * d;
 #else
   uint base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
   float d = ld_half(base);
   uvec2 q = ld8(base + 2u + (u & 1u) * 8u);
   if ((u & 2u) == 0u) {
-    w[0] = nib_lo(q.x) * d;
-    w[1] = nib_lo(q.y) * d;
+    w0 = nib_lo(q.x) * d;
+    w1 = nib_lo(q.y) * d;
   } else {
-    w[0] = nib_hi(q.x) * d;
-    w[1] = nib_hi(q.y) * d;
+    w0 = nib_hi(q.x) * d;
+    w1 = nib_hi(q.y) * d;
   }
 #endif
 }
 
+// acc + a·b over 8 elements, one fma each, in order
+float fma8(vec4 a0, vec4 a1, vec4 b0, vec4 b1, float acc) {
+  precise float s = acc;
+  s = fma(a0.x, b0.x, s);
+  s = fma(a0.y, b0.y, s);
+  s = fma(a0.z, b0.z, s);
+  s = fma(a0.w, b0.w, s);
+  s = fma(a1.x, b1.x, s);
+  s = fma(a1.y, b1.y, s);
+  s = fma(a1.z, b1.z, s);
+  s = fma(a1.w, b1.w, s);
+  return s;
+}
+
+// Every lane ends with the sum over its row group's LPR lanes of v[i], for every i: a butterfly
+// over each SG lanes (partner lid ^ m, m = SG/2 .. 1), then the SPLIT subgroup sums in order.
+void reduce(uint lid, bool use_sg, inout float v[RT2]) {
+  bool done = false;
+#if KS_SUBGROUP
+  if (use_sg) {
+    for (uint m = SG >> 1; m > 0u; m >>= 1) {
+      [[unroll]] for (uint i = 0u; i < RT2; i++) {
+        precise float s = v[i] + subgroupShuffleXor(v[i], m);
+        v[i] = s;
+      }
+    }
+    done = true;
+  }
+#endif
+  if (!done) {
+    for (uint m = SG >> 1; m > 0u; m >>= 1) {
+      [[unroll]] for (uint i = 0u; i < RT2; i++) xch[lid * RT2 + i] = v[i];
+      barrier();
+      [[unroll]] for (uint i = 0u; i < RT2; i++) {
+        precise float s = v[i] + xch[(lid ^ m) * RT2 + i];
+        v[i] = s;
+      }
+      barrier();
+    }
+  }
+  if (SPLIT > 1u) {
+    const uint sub = lid / SG, first = sub - sub % SPLIT;
+    if (lid % SG == 0u) [[unroll]] for (uint i = 0u; i < RT2; i++) xch[sub * RT2 + i] = v[i];
+    barrier();
+    [[unroll]] for (uint i = 0u; i < RT2; i++) {
+      precise float s = xch[first * RT2 + i];
+      for (uint p = 1u; p < SPLIT; p++) s = s + xch[(first + p) * RT2 + i];
+      v[i] = s;
+    }
+    barrier();
+  }
+}
+
 void main() {
-  const uint lid = gl_LocalInvocationID.x;
-  const uint rbase = gl_WorkGroupID.x * R;
+  // Lane and group: from the subgroup built-ins when whole groups fit in a subgroup, else from
+  // the invocation index (the shared-memory butterfly pairs invocations lid and lid ^ m).
+  uint lid = gl_LocalInvocationID.x;
+  bool use_sg = false;
+#if KS_SUBGROUP
+  use_sg = gl_SubgroupSize % SG == 0u;
+  if (use_sg) lid = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+#endif
+  const uint lane = lid % LPR, grp = lid / LPR; // lane within the row group (subgroup-major)
+  const bool swiglu = (pc.flags & EPI_SWIGLU) != 0u;
+  const uint outs = swiglu ? R / 2u : R;          // output rows per group
+  const uint obase = (gl_WorkGroupID.x * NGR + grp) * outs;
   const uint tbase = gl_WorkGroupID.y * TT;
   const uint nt = min(TT, pc.n_tok - tbase);
-  float acc[R][TT];
-  [[unroll]] for (uint r = 0u; r < R; r++)
-    [[unroll]] for (uint t = 0u; t < TT; t++) acc[r][t] = 0.0;
+  const uint wrows = swiglu ? 2u * pc.rows : pc.rows;
+  const uint nun = (pc.K + 7u) >> 3, k4 = pc.K >> 2;
+  const bool norm = (pc.flags & NORM_IN) != 0u;
 
-  const uint nunits = pc.K / UNIT;
-  for (uint u = lid; u < nunits; u += WG) {
-    vec4 w[R][NV];
-    [[unroll]] for (uint r = 0u; r < R; r++) load_w(min(rbase + r, pc.rows - 1u), u, w[r]);
-    [[unroll]] for (uint t = 0u; t < TT; t++) {
-      if (t < nt) {
-        uint xo = pc.o_x + (tbase + t) * pc.K + u * UNIT;
-        vec4 xv[NV];
-        [[unroll]] for (uint v = 0u; v < NV; v++)
-          xv[v] = vec4(x[xo + 4u * v], x[xo + 4u * v + 1u], x[xo + 4u * v + 2u], x[xo + 4u * v + 3u]);
-        [[unroll]] for (uint r = 0u; r < R; r++) {
-#if WTYPE == 0 || WTYPE == 1 || WTYPE == 30
-          acc[r][t] += dot(w[r][0], xv[0]);
-#else
-          acc[r][t] += dot(w[r][0], xv[0]) + dot(w[r][1], xv[1]);
-#endif
+  // v: the R x TT dot products, then (NORM_IN) the TT sums of squares of the input rows
+  float v[RT2];
+  [[unroll]] for (uint i = 0u; i < RT2; i++) v[i] = 0.0;
+
+  uint wrow[R];
+  [[unroll]] for (uint s = 0u; s < R; s++) {
+    uint r = swiglu ? (s < outs ? obase + s : pc.rows + obase + s - outs) : obase + s;
+    wrow[s] = min(r, wrows - 1u);
+  }
+
+  // U units per pass: every load first (bytes in flight), then the fmas in unit order, so the
+  // sums are the same as one unit at a time
+  for (uint u0 = lane; u0 < nun; u0 += LPR * U) {
+    vec4 w0[U * R], w1[U * R];
+    [[unroll]] for (uint k = 0u; k < U; k++) {
+      uint u = min(u0 + k * LPR, nun - 1u);
+      [[unroll]] for (uint s = 0u; s < R; s++) load_w(wrow[s], u, w0[k * R + s], w1[k * R + s]);
+    }
+    [[unroll]] for (uint k = 0u; k < U; k++) {
+      const uint u = u0 + k * LPR;
+      if (u < nun) {
+        const bool tail = 8u * u + 4u == pc.K;
+        vec4 na = vec4(1.0), nb = vec4(1.0); // the unit's norm weights
+        if (norm) {
+          uint no = pc.o_nw / 4u + 2u * u;
+          na = nw4[no];
+          nb = tail ? vec4(0.0) : nw4[no + 1u];
+        }
+        [[unroll]] for (uint t = 0u; t < TT; t++) {
+          if (t < nt) {
+            uint xo = pc.o_x / 4u + (tbase + t) * k4 + 2u * u;
+            vec4 a = x4[xo];
+            vec4 b = tail ? vec4(0.0) : x4[xo + 1u];
+            if (norm) { // sum of squares of x; the product takes nw * x (the scale comes last)
+              v[RT + t] = fma8(a, b, a, b, v[RT + t]);
+              precise vec4 xa = na * a;
+              precise vec4 xb = nb * b;
+              a = xa;
+              b = xb;
+            }
+            [[unroll]] for (uint s = 0u; s < R; s++)
+              v[s * TT + t] = fma8(w0[k * R + s], w1[k * R + s], a, b, v[s * TT + t]);
+          }
         }
       }
     }
   }
-  [[unroll]] for (uint t = 0u; t < TT; t++)
-    if (t < nt)
-      [[unroll]] for (uint r = 0u; r < R; r++) red[r * TT + t][lid] = acc[r][t];
-  barrier();
-  for (uint v = lid; v < R * TT; v += WG) {
-    uint r = v / TT, t = v % TT;
-    if (t < nt && rbase + r < pc.rows) {
-      float s = 0.0;
-      for (uint j = 0u; j < WG; j++) s += red[v][j];
-      y[pc.o_out + (tbase + t) * pc.N + pc.row0 + rbase + r] = s;
+  reduce(lid, use_sg, v);
+  if (norm) { // RMSNorm's scale, applied to the finished dot products
+    [[unroll]] for (uint t = 0u; t < TT; t++) {
+      precise float ms = v[RT + t] / float(pc.K) + pc.eps;
+      precise float sc = 1.0 / sqrt(ms);
+      [[unroll]] for (uint s = 0u; s < R; s++) {
+        precise float o = v[s * TT + t] * sc;
+        v[s * TT + t] = o;
+      }
+    }
+  }
+
+  [[unroll]] for (uint s = 0u; s < outs; s++) {
+    [[unroll]] for (uint t = 0u; t < TT; t++) {
+      if (t < nt && obase + s < pc.rows && (s * TT + t) % LPR == lane) {
+        uint yi = pc.o_out + (tbase + t) * pc.N + pc.row0 + obase + s;
+        float r = v[s * TT + t];
+        if (swiglu) {
+          float g = r, up = v[(s + outs) * TT + t];
+          precise float o = g * (1.0 / (1.0 + exp(-g))) * up;
+          y[yi] = o;
+        } else if ((pc.flags & EPI_ADD) != 0u) {
+          precise float o = y[yi] + r;
+          y[yi] = o;
+        } else {
+          y[yi] = r;
+        }
+      }
     }
   }
 }

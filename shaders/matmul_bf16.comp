@@ -1,5 +1,6 @@
 #version 450
 // matmul_bf16 — out = x · Wᵀ with BF16 weights, each widened in registers (the top half of an
+// variants: subgroup
 // f32), so no f32 copy of the weights is ever made; the kernel is matmul.glsl.
 #extension GL_GOOGLE_include_directive : require
 #define WTYPE 30

@@ -352,14 +352,17 @@ static ks_status run_profiles(bench *b) {
   int nw = 0, cap = 0;
   for (int l = 0; l < c->n_layer; l++) {
     const ks_fwd_layer *L = &f->layers[l];
-    cap += L->wq.n_slices + L->wk.n_slices + L->wv.n_slices + L->wo.n_slices +
-           L->w_gate.n_slices + L->w_up.n_slices + L->w_down.n_slices;
+    cap += L->wqkv.n_slices + L->w_gu.n_slices + L->wq.n_slices + L->wk.n_slices +
+           L->wv.n_slices + L->wo.n_slices + L->w_gate.n_slices + L->w_up.n_slices +
+           L->w_down.n_slices;
   }
   cap += f->output.n_slices;
   weight_class *w = calloc((size_t)KS_MAX(cap, 1), sizeof *w);
   if (!w) return ks_fail(KS_ERR_NOMEM, "out of host memory");
   for (int l = 0; l < c->n_layer; l++) {
     const ks_fwd_layer *L = &f->layers[l];
+    nw = add_classes(w, nw, &L->wqkv, "qkv");
+    nw = add_classes(w, nw, &L->w_gu, "gate_up");
     nw = add_classes(w, nw, &L->wq, "qkv");
     nw = add_classes(w, nw, &L->wk, "qkv");
     nw = add_classes(w, nw, &L->wv, "qkv");

@@ -24,6 +24,8 @@ void forward_destroy(ks_forward *f) {
   if (f->layers) {
     for (int l = 0; l < f->m->cfg.n_layer; l++) {
       ks_fwd_layer *L = &f->layers[l];
+      gpu_tensor_free(g, &L->wqkv);
+      gpu_tensor_free(g, &L->w_gu);
       gpu_tensor_free(g, &L->wq);
       gpu_tensor_free(g, &L->wk);
       gpu_tensor_free(g, &L->wv);
@@ -43,9 +45,8 @@ void forward_destroy(ks_forward *f) {
   free(f->layers);
   if (!f->output_is_embd) gpu_tensor_free(g, &f->output);
   gpu_tensor_free(g, &f->tok_embd);
-  ks_buf *bufs[] = {&f->norms, &f->table, &f->x,  &f->xb,     &f->xb2,    &f->q,
-                    &f->k,     &f->v,     &f->att, &f->hb,    &f->hb2,    &f->logits,
-                    &f->tokens, &f->step, &f->probs};
+  ks_buf *bufs[] = {&f->table_dev, &f->step_dev, &f->norms, &f->table, &f->x,      &f->qkv,  &f->q,    &f->att,
+                    &f->hb,    &f->hb2,   &f->logits, &f->tokens, &f->step, &f->probs};
   for (size_t i = 0; i < KS_ARRAY_LEN(bufs); i++) gpu_buf_destroy(g, bufs[i]);
   free(f);
 }
@@ -62,15 +63,27 @@ static ks_status upload_bias(ks_gpu *g, ks_fwd_layer *L, const ks_layer *H) {
   return KS_OK;
 }
 
+/* q|k|v and gate|up go up stacked when they can (one product each); else as parts. */
 static ks_status upload_layer(ks_gpu *g, ks_fwd_layer *L, const ks_layer *H) {
   CHECK_ST(upload_bias(g, L, H));
-  CHECK_ST(gpu_tensor_upload(g, &L->wq, &H->wq));
-  CHECK_ST(gpu_tensor_upload(g, &L->wk, &H->wk));
-  CHECK_ST(gpu_tensor_upload(g, &L->wv, &H->wv));
+  const ks_tensor *qkv[3] = {&H->wq, &H->wk, &H->wv}, *gu[2] = {&H->w_gate, &H->w_up};
+  ks_status st = gpu_tensor_upload_concat(g, &L->wqkv, qkv, 3);
+  if (st == KS_ERR_UNSUPPORTED) {
+    CHECK_ST(gpu_tensor_upload(g, &L->wq, &H->wq));
+    CHECK_ST(gpu_tensor_upload(g, &L->wk, &H->wk));
+    CHECK_ST(gpu_tensor_upload(g, &L->wv, &H->wv));
+  } else if (st != KS_OK) {
+    return st;
+  }
   CHECK_ST(gpu_tensor_upload(g, &L->wo, &H->wo));
-  CHECK_ST(gpu_tensor_upload(g, &L->w_gate, &H->w_gate));
+  st = gpu_tensor_upload_concat(g, &L->w_gu, gu, 2);
+  if (st == KS_ERR_UNSUPPORTED) {
+    CHECK_ST(gpu_tensor_upload(g, &L->w_gate, &H->w_gate));
+    CHECK_ST(gpu_tensor_upload(g, &L->w_up, &H->w_up));
+  } else if (st != KS_OK) {
+    return st;
+  }
   CHECK_ST(gpu_tensor_upload(g, &L->w_down, &H->w_down));
-  CHECK_ST(gpu_tensor_upload(g, &L->w_up, &H->w_up));
   return KS_OK;
 }
 
@@ -81,7 +94,6 @@ static ks_status create_inner(ks_forward *f) {
   const ks_gpu_info *info = gpu_info(g);
   uint64_t B = (uint64_t)f->max_batch;
   uint64_t kvd = (uint64_t)kv_dim(c), qd = (uint64_t)q_dim(c);
-  uint64_t wide = (uint64_t)KS_MAX(c->dim, q_dim(c));
 
   /* K/V pool: one buffer per layer so each stays within maxStorageBufferRange. */
   uint64_t pool_bytes = (uint64_t)f->n_blocks * KS_KV_BLOCK * kvd * sizeof(float);
@@ -133,17 +145,16 @@ static ks_status create_inner(ks_forward *f) {
   for (int i = 0; i < n_table; i++) ((uint32_t *)f->table.map)[i] = (uint32_t)(i % f->n_blocks);
 
   CHECK_ST(gpu_buf_create(g, &f->x, B * dimb, KS_MEM_DEVICE));
-  CHECK_ST(gpu_buf_create(g, &f->xb, B * wide * 4, KS_MEM_DEVICE));
-  CHECK_ST(gpu_buf_create(g, &f->xb2, B * wide * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->qkv, B * (qd + 2 * kvd) * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->q, B * qd * 4, KS_MEM_DEVICE));
-  CHECK_ST(gpu_buf_create(g, &f->k, B * kvd * 4, KS_MEM_DEVICE));
-  CHECK_ST(gpu_buf_create(g, &f->v, B * kvd * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->att, B * qd * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->hb, B * (uint64_t)c->hidden_dim * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->hb2, B * (uint64_t)c->hidden_dim * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->logits, logit_bytes, KS_MEM_HOST));
   CHECK_ST(gpu_buf_create(g, &f->tokens, B * 4, KS_MEM_HOST));
   CHECK_ST(gpu_buf_create(g, &f->step, sizeof(ks_step), KS_MEM_HOST));
+  CHECK_ST(gpu_buf_create(g, &f->table_dev, (uint64_t)n_table * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->step_dev, sizeof(ks_step), KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->probs, (uint64_t)c->n_head * f->n_ctx * 4, KS_MEM_HOST));
   CHECK_ST(gpu_cmd_create(g, &f->cmd_prefill));
   CHECK_ST(gpu_cmd_create(g, &f->cmd_decode));
@@ -223,38 +234,37 @@ ks_status forward_write_block(ks_forward *f, uint32_t block, const void *src) {
 }
 
 /* Records the graph for n tokens (tokens buffer and step buffer filled by the host before each
- * submit). logits_rows: 1 = only the last token's logits (into logits row 0), n = every token. */
+ * submit). logits_rows: 1 = only the last token's logits (into logits row 0), n = every token.
+ * Per layer, six dispatches with a barrier after each: q|k|v product with the attention norm
+ * fused in; RoPE + bias + K/V write; attention; output product added into the residual; gate|up
+ * product with the FFN norm and SwiGLU fused in; down product added into the residual. */
 static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {
   const ks_config *c = &f->m->cfg;
   const uint64_t dimb = (uint64_t)c->dim * 4;
-  ks_bref step = ks_ref(&f->step, 0), table = ks_ref(&f->table, 0);
+  const uint32_t qd = (uint32_t)q_dim(c), kvd = (uint32_t)kv_dim(c);
+  ks_bref step = ks_ref(&f->step_dev, 0), table = ks_ref(&f->table_dev, 0);
+  op_copy(cmd, step, ks_ref(&f->step, 0), sizeof(ks_step));
+  op_copy(cmd, table, ks_ref(&f->table, 0), f->table.size);
   op_embed(cmd, ks_ref(&f->x, 0), &f->tok_embd, ks_ref(&f->tokens, 0), n);
   gpu_cmd_barrier(cmd);
   for (int l = 0; l < c->n_layer; l++) {
     ks_fwd_layer *L = &f->layers[l];
-    op_rmsnorm(cmd, ks_ref(&f->xb, 0), ks_ref(&f->x, 0), ks_ref(&f->norms, L->attn_norm_off), n,
-               c->dim, c->norm_eps);
-    gpu_cmd_barrier(cmd);
-    op_matmul(cmd, ks_ref(&f->q, 0), ks_ref(&f->xb, 0), &L->wq, n);
-    op_matmul(cmd, ks_ref(&f->k, 0), ks_ref(&f->xb, 0), &L->wk, n);
-    op_matmul(cmd, ks_ref(&f->v, 0), ks_ref(&f->xb, 0), &L->wv, n);
-    gpu_cmd_barrier(cmd);
-    if (L->bias.buf) { /* qwen2: q, k, v biases */
-      const ks_layer *H = &f->m->layers[l];
-      uint64_t qb = (uint64_t)q_dim(c) * 4, kb = (uint64_t)kv_dim(c) * 4;
-      if (H->bq.data) op_add_bias(cmd, ks_ref(&f->q, 0), ks_ref(&L->bias, 0), n, q_dim(c));
-      if (H->bk.data) op_add_bias(cmd, ks_ref(&f->k, 0), ks_ref(&L->bias, qb), n, kv_dim(c));
-      if (H->bv.data) op_add_bias(cmd, ks_ref(&f->v, 0), ks_ref(&L->bias, qb + kb), n, kv_dim(c));
-      gpu_cmd_barrier(cmd);
+    ks_matmul_opts norm = {.norm_w = ks_ref(&f->norms, L->attn_norm_off), .eps = c->norm_eps};
+    if (L->wqkv.n_slices) {
+      op_matmul_ex(cmd, ks_ref(&f->qkv, 0), ks_ref(&f->x, 0), &L->wqkv, n, &norm);
+    } else { /* the parts side by side in the same rows */
+      norm.out_stride = qd + 2 * kvd;
+      op_matmul_ex(cmd, ks_ref(&f->qkv, 0), ks_ref(&f->x, 0), &L->wq, n, &norm);
+      op_matmul_ex(cmd, ks_ref(&f->qkv, (uint64_t)qd * 4), ks_ref(&f->x, 0), &L->wk, n, &norm);
+      op_matmul_ex(cmd, ks_ref(&f->qkv, (uint64_t)(qd + kvd) * 4), ks_ref(&f->x, 0), &L->wv, n,
+                   &norm);
     }
-    /* rope_factors NULL (no rope scaling) is exactly op_rope */
-    op_rope_scaled(cmd, ks_ref(&f->q, 0), step, n, c->n_head, c->head_dim, c->rope_base,
-                   c->rope_neox, f->m->rope_factors);
-    op_rope_scaled(cmd, ks_ref(&f->k, 0), step, n, c->n_kv_head, c->head_dim, c->rope_base,
-                   c->rope_neox, f->m->rope_factors);
     gpu_cmd_barrier(cmd);
-    op_kv_write(cmd, ks_ref(&f->k_pool[l], 0), ks_ref(&f->k, 0), table, step, n, kv_dim(c));
-    op_kv_write(cmd, ks_ref(&f->v_pool[l], 0), ks_ref(&f->v, 0), table, step, n, kv_dim(c));
+    /* rope_factors NULL: no rope scaling */
+    op_rope_kv(cmd, ks_ref(&f->q, 0), ks_ref(&f->qkv, 0), ks_ref(&f->k_pool[l], 0),
+               ks_ref(&f->v_pool[l], 0), table, step,
+               L->bias.buf ? ks_ref(&L->bias, 0) : (ks_bref){NULL, 0}, n, c->n_head,
+               c->n_kv_head, c->head_dim, c->rope_base, c->rope_neox, f->m->rope_factors);
     gpu_cmd_barrier(cmd);
     ks_bref probs = {NULL, 0};
     if (l == f->watch_layer) probs = ks_ref(&f->probs, 0);
@@ -262,31 +272,30 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {
                  ks_ref(&f->v_pool[l], 0), table, step, n, c->n_head, c->n_kv_head, c->head_dim,
                  probs, f->n_ctx);
     gpu_cmd_barrier(cmd);
-    op_matmul(cmd, ks_ref(&f->xb2, 0), ks_ref(&f->att, 0), &L->wo, n);
+    ks_matmul_opts add = {.add = 1};
+    op_matmul_ex(cmd, ks_ref(&f->x, 0), ks_ref(&f->att, 0), &L->wo, n, &add);
     gpu_cmd_barrier(cmd);
-    op_add(cmd, ks_ref(&f->x, 0), ks_ref(&f->xb2, 0), n * c->dim);
+    ks_matmul_opts ffn = {.norm_w = ks_ref(&f->norms, L->ffn_norm_off), .eps = c->norm_eps};
+    if (L->w_gu.n_slices) {
+      ffn.swiglu = 1;
+      op_matmul_ex(cmd, ks_ref(&f->hb, 0), ks_ref(&f->x, 0), &L->w_gu, n, &ffn);
+    } else {
+      op_matmul_ex(cmd, ks_ref(&f->hb, 0), ks_ref(&f->x, 0), &L->w_gate, n, &ffn);
+      op_matmul_ex(cmd, ks_ref(&f->hb2, 0), ks_ref(&f->x, 0), &L->w_up, n, &ffn);
+      gpu_cmd_barrier(cmd);
+      op_swiglu(cmd, ks_ref(&f->hb, 0), ks_ref(&f->hb, 0), ks_ref(&f->hb2, 0), n * c->hidden_dim);
+    }
     gpu_cmd_barrier(cmd);
-    op_rmsnorm(cmd, ks_ref(&f->xb, 0), ks_ref(&f->x, 0), ks_ref(&f->norms, L->ffn_norm_off), n,
-               c->dim, c->norm_eps);
-    gpu_cmd_barrier(cmd);
-    op_matmul(cmd, ks_ref(&f->hb, 0), ks_ref(&f->xb, 0), &L->w_gate, n);
-    op_matmul(cmd, ks_ref(&f->hb2, 0), ks_ref(&f->xb, 0), &L->w_up, n);
-    gpu_cmd_barrier(cmd);
-    op_swiglu(cmd, ks_ref(&f->hb, 0), ks_ref(&f->hb, 0), ks_ref(&f->hb2, 0), n * c->hidden_dim);
-    gpu_cmd_barrier(cmd);
-    op_matmul(cmd, ks_ref(&f->xb2, 0), ks_ref(&f->hb, 0), &L->w_down, n);
-    gpu_cmd_barrier(cmd);
-    op_add(cmd, ks_ref(&f->x, 0), ks_ref(&f->xb2, 0), n * c->dim);
+    op_matmul_ex(cmd, ks_ref(&f->x, 0), ks_ref(&f->hb, 0), &L->w_down, n, &add);
     gpu_cmd_barrier(cmd);
   }
-  /* Final norm and classifier only for the rows whose logits are wanted. Every op is
+  /* Final norm (fused) and classifier only for the rows whose logits are wanted. Every op is
    * batch-invariant, so the last row alone gives the same bits as the last of n rows. */
   uint64_t first = (uint64_t)(n - logits_rows);
-  op_rmsnorm(cmd, ks_ref(&f->xb, 0), ks_ref(&f->x, first * dimb),
-             ks_ref(&f->norms, dimb * 2 * (uint64_t)c->n_layer), logits_rows, c->dim,
-             c->norm_eps);
-  gpu_cmd_barrier(cmd);
-  op_matmul(cmd, ks_ref(&f->logits, 0), ks_ref(&f->xb, 0), &f->output, logits_rows);
+  ks_matmul_opts fin = {.norm_w = ks_ref(&f->norms, dimb * 2 * (uint64_t)c->n_layer),
+                        .eps = c->norm_eps};
+  op_matmul_ex(cmd, ks_ref(&f->logits, 0), ks_ref(&f->x, first * dimb), &f->output, logits_rows,
+               &fin);
   gpu_cmd_barrier(cmd);
 }
 

@@ -10,6 +10,10 @@
 #include "model.h"
 
 typedef struct {
+  /* wqkv = [wq; wk; wv] and w_gu = [w_gate; w_up] stacked in one buffer each when they fit one
+   * storage-buffer range (one product each, see record_graph); otherwise the parts, and the
+   * stacked ones have no slices. */
+  ks_gpu_tensor wqkv, w_gu;
   ks_gpu_tensor wq, wk, wv, wo, w_gate, w_down, w_up;
   uint64_t attn_norm_off, ffn_norm_off; /* byte offsets into ks_forward.norms */
   ks_buf bias; /* (q_dim + 2*kv_dim) f32: q, k, v biases (qwen2); .buf NULL when none */
@@ -34,10 +38,11 @@ typedef struct {
   ks_fwd_layer *layers;           /* n_layer */
   ks_buf *k_pool, *v_pool;        /* n_layer each: (n_blocks, KS_KV_BLOCK, kv_dim) f32 */
   ks_buf table;                   /* (n_ctx / KS_KV_BLOCK rounded up) u32 block ids, host-visible */
+  ks_buf table_dev, step_dev;     /* device copies, made at the start of every submission: the
+                                   * kernels read them many times, host memory is far away */
   ks_buf x;                       /* (max_batch, dim) residual stream */
-  ks_buf xb, xb2;                 /* (max_batch, max(dim, q_dim)) */
-  ks_buf q;                       /* (max_batch, q_dim) */
-  ks_buf k, v;                    /* (max_batch, kv_dim) */
+  ks_buf qkv;                     /* (max_batch, q_dim + 2 kv_dim) the q|k|v product */
+  ks_buf q;                       /* (max_batch, q_dim) rotated queries */
   ks_buf att;                     /* (max_batch, q_dim) attention output */
   ks_buf hb, hb2;                 /* (max_batch, hidden_dim) */
   ks_buf logits;                  /* (max_batch, vocab) f32, host-visible */

@@ -2,6 +2,7 @@
  * enumeration, choice and listing, feature probing, the logical device, buffers, staging
  * uploads/downloads/fills and sliced weight tensors. Command buffers, pipelines and the ops are
  * in gpu_ops.c; this file records no compute work. */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,17 +38,24 @@ ks_status gpu_cmd_objects_create(ks_gpu *g, VkCommandPool *pool, VkCommandBuffer
 const char *gpu_vk_result_hint(VkResult r) {
   switch (r) {
   case VK_ERROR_DEVICE_LOST:
-    return ": the GPU was lost (a driver reset, a hang or another program's fault); nothing "
-           "computed since is trusted. Run again; if it repeats, check the driver with "
-           "'kvscope selftest' and the system log";
+    return ": the GPU was lost (reset by its driver after a hang or a crash, or a fault in "
+           "another program); nothing computed since is trusted. Run again; if it repeats, check "
+           "the driver with 'kvscope selftest' and the system log";
   case VK_ERROR_OUT_OF_DEVICE_MEMORY:
-    return ": the GPU is out of memory; lower the context (-c), --cache-mb or the batch (-b), or "
-           "use a smaller model";
+    return ": the GPU is out of memory; use a smaller or quantised model (e.g. `kvscope convert "
+           "--type q4_0`), or lower the context (-c), --cache-mb or the batch (-b)";
   case VK_ERROR_OUT_OF_HOST_MEMORY:
     return ": the host is out of memory";
   default:
     return "";
   }
+}
+
+ks_status gpu_check_queue(ks_gpu *g, VkResult r, const char *call, const char *file, int line) {
+  if (r == VK_SUCCESS) return KS_OK;
+  if (r == VK_ERROR_DEVICE_LOST) g->device_lost = 1;
+  return ks_fail(KS_ERR_VULKAN, "%s failed: %s%s (%s:%d)", call, gpu_vk_result_name(r),
+                 gpu_vk_result_hint(r), file, line);
 }
 
 const char *gpu_vk_result_name(VkResult r) {
@@ -292,6 +300,8 @@ static void probe(VkPhysicalDevice pd, ks_gpu_info *info, dev_extra *x) {
     info->subgroup_size = p11.subgroupSize;
     info->subgroup_arith = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                            (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    info->subgroup_shuffle = (p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                             (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     snprintf(info->driver, sizeof info->driver, "%.120s %.120s", p12.driverName, p12.driverInfo);
 
     VkPhysicalDeviceVulkan12Features f12 = {.sType =
@@ -398,10 +408,11 @@ ks_status gpu_list_devices(FILE *f) {
             info.subgroup_size, info.device_local_bytes / 1048576.0,
             info.max_storage_range / 1048576.0, (unsigned long long)info.min_storage_align,
             info.max_shared_bytes / 1024);
-    fprintf(f, "  features: subgroup arithmetic %s, fp16 arithmetic %s, int8 arithmetic %s, "
-               "16-bit storage %s, 8-bit storage %s, cooperative matrix NV %s / KHR %s, "
+    fprintf(f, "  features: subgroup arithmetic %s, subgroup shuffle %s, fp16 arithmetic %s, "
+               "int8 arithmetic %s, 16-bit storage %s, 8-bit storage %s, cooperative matrix NV %s / KHR %s, "
                "robust buffer access %s, timestamps %s%s\n",
-            yn(info.subgroup_arith), yn(info.fp16_arith), yn(info.int8_arith), yn(info.storage16),
+            yn(info.subgroup_arith), yn(info.subgroup_shuffle), yn(info.fp16_arith),
+            yn(info.int8_arith), yn(info.storage16),
             yn(info.storage8), yn(info.coopmat_nv), yn(info.coopmat_khr), yn(x.robust_access),
             yn(x.timestamps),
             api_at_least_12(info.api_version) ? "" : " (Vulkan < 1.2: not usable by kvscope)");
@@ -486,6 +497,8 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   const char *robust_env = getenv("KVSCOPE_ROBUST");
   g->info.robust_access = x.robust_access && !(robust_env && strcmp(robust_env, "0") == 0);
   g->info.timestamps = g->timestamp_bits > 0;
+  const char *nosg_env = getenv("KVSCOPE_NO_SUBGROUP");
+  g->no_subgroup = nosg_env && strcmp(nosg_env, "1") == 0;
   VkPhysicalDeviceVulkan12Features f12 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
       .shaderFloat16 = (VkBool32)g->info.fp16_arith,
@@ -547,15 +560,21 @@ fail:
   return st;
 }
 
+static atomic_int_fast64_t g_leaked;
+
+int64_t gpu_leaked_allocations(void) { return (int64_t)atomic_load(&g_leaked); }
+
 void gpu_destroy(ks_gpu *g) {
   if (!g) return;
   if (g->dev) {
     vkDeviceWaitIdle(g->dev);
     gpu_ops_release(g);
     gpu_buf_destroy_internal(g, &g->staging);
-    if (g->live != 0)
+    if (g->live != 0) {
       fprintf(stderr, "kvscope: gpu_destroy: %lld device allocation(s) still alive (a leak)\n",
               (long long)g->live);
+      atomic_fetch_add(&g_leaked, g->live);
+    }
     if (g->pcache) vkDestroyPipelineCache(g->dev, g->pcache, NULL);
     if (g->xfer_fence) vkDestroyFence(g->dev, g->xfer_fence, NULL);
     if (g->xfer_pool) vkDestroyCommandPool(g->dev, g->xfer_pool, NULL);
@@ -568,6 +587,7 @@ void gpu_destroy(ks_gpu *g) {
 const ks_gpu_info *gpu_info(const ks_gpu *g) { return &g->info; }
 int gpu_device_index(const ks_gpu *g) { return g->index; }
 int64_t gpu_live_allocations(const ks_gpu *g) { return g ? g->live : 0; }
+int gpu_device_lost(const ks_gpu *g) { return g && g->device_lost; }
 
 /* ---------------------------------------------------------------- buffers */
 
@@ -577,9 +597,32 @@ static int find_mem_type(const ks_gpu *g, uint32_t bits, VkMemoryPropertyFlags w
   return -1;
 }
 
+/* KVSCOPE_TEST_DEVICE_MEMORY_MB=N (tests only; docs/testing.md): a device with N MiB of device
+ * memory. *limit is UINT64_MAX when the variable is unset or empty. */
+static ks_status test_device_limit(uint64_t *limit) {
+  *limit = UINT64_MAX;
+  const char *e = getenv("KVSCOPE_TEST_DEVICE_MEMORY_MB");
+  if (!e || !*e) return KS_OK;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(e, &end, 10);
+  if (*end || e[0] == '-' || errno || v > (UINT64_MAX >> 20))
+    return ks_fail(KS_ERR_ARG, "KVSCOPE_TEST_DEVICE_MEMORY_MB='%s' must be a number of MiB", e);
+  *limit = (uint64_t)v << 20;
+  return KS_OK;
+}
+
+/* Bytes a KS_MEM_DEVICE buffer of `size` counts for in g->device_bytes. */
+static uint64_t device_charge(uint64_t size) { return (size + 15) & ~15ull; }
+
 static ks_status buf_create(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind) {
   memset(b, 0, sizeof *b);
   if (size == 0) return ks_fail(KS_ERR_ARG, "gpu_buf_create: size 0");
+  uint64_t limit = UINT64_MAX;
+  if (kind == KS_MEM_DEVICE) {
+    ks_status lst = test_device_limit(&limit);
+    if (lst != KS_OK) return lst;
+  }
   /* Round the allocation to 16 bytes so word-granular shader reads of the last bytes of a
    * quantised row and fills of the whole buffer stay inside it. */
   uint64_t alloc = (size + 15) & ~15ull;
@@ -616,17 +659,28 @@ static ks_status buf_create(ks_gpu *g, ks_buf *b, uint64_t size, ks_mem kind) {
       .allocationSize = req.size,
       .memoryTypeIndex = (uint32_t)mt,
   };
-  VkResult r = vkAllocateMemory(g->dev, &mai, NULL, &b->mem);
+  VkResult r;
+  if (limit != UINT64_MAX && (device_charge(size) > limit ||
+                              g->device_bytes > limit - device_charge(size)))
+    r = VK_ERROR_OUT_OF_DEVICE_MEMORY; /* the simulated device is full, as its driver would say */
+  else
+    r = vkAllocateMemory(g->dev, &mai, NULL, &b->mem);
   if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY) {
-    st = ks_fail(KS_ERR_NOMEM, "out of %s memory allocating %.1f MiB on %s (%s)",
+    uint64_t heap = g->mem.memoryHeaps[g->mem.memoryTypes[mt].heapIndex].size;
+    if (heap > limit) heap = limit;
+    st = ks_fail(KS_ERR_NOMEM, "out of %s memory: allocating %.1f MiB on %s failed (%s) with "
+                 "%.1f MiB of device memory already held by kvscope, of a %.1f MiB memory heap%s%s",
                  kind == KS_MEM_HOST ? "host-visible" : "device", size / 1048576.0, g->info.name,
-                 gpu_vk_result_name(r));
+                 gpu_vk_result_name(r), g->device_bytes / 1048576.0, heap / 1048576.0,
+                 limit != UINT64_MAX ? " (KVSCOPE_TEST_DEVICE_MEMORY_MB)" : "",
+                 gpu_vk_result_hint(r));
     goto fail;
   }
   VK_TRY(r);
   VK_TRY(vkBindBufferMemory(g->dev, b->buf, b->mem, 0));
   if (kind == KS_MEM_HOST) VK_TRY(vkMapMemory(g->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map));
   b->size = size;
+  if (kind == KS_MEM_DEVICE) g->device_bytes += device_charge(size);
   return KS_OK;
 fail:
   if (b->buf) vkDestroyBuffer(g->dev, b->buf, NULL);
@@ -636,6 +690,7 @@ fail:
 }
 
 static void buf_destroy(ks_gpu *g, ks_buf *b) {
+  if (b->mem && !b->map) g->device_bytes -= device_charge(b->size); /* a KS_MEM_DEVICE buffer */
   if (b->map) vkUnmapMemory(g->dev, b->mem);
   if (b->buf) vkDestroyBuffer(g->dev, b->buf, NULL);
   if (b->mem) vkFreeMemory(g->dev, b->mem, NULL);
@@ -681,9 +736,12 @@ static ks_status xfer_submit_wait(ks_gpu *g) {
       .commandBufferCount = 1,
       .pCommandBuffers = &g->xfer_cb,
   };
-  VK_CHECK(vkQueueSubmit(g->queue, 1, &si, g->xfer_fence));
-  VK_CHECK(vkWaitForFences(g->dev, 1, &g->xfer_fence, VK_TRUE, UINT64_MAX));
-  return KS_OK;
+  VkResult r = g->device_lost ? VK_ERROR_DEVICE_LOST
+                              : vkQueueSubmit(g->queue, 1, &si, g->xfer_fence);
+  ks_status st = gpu_check_queue(g, r, "vkQueueSubmit", __FILE__, __LINE__);
+  if (st != KS_OK) return st;
+  r = vkWaitForFences(g->dev, 1, &g->xfer_fence, VK_TRUE, UINT64_MAX);
+  return gpu_check_queue(g, r, "vkWaitForFences", __FILE__, __LINE__);
 }
 
 static void mem_barrier(VkCommandBuffer cb, VkPipelineStageFlags src, VkAccessFlags src_access,
@@ -819,6 +877,41 @@ void gpu_tensor_free(ks_gpu *g, ks_gpu_tensor *t) {
     for (int i = 0; i < t->n_slices; i++) gpu_buf_destroy(g, &t->slices[i]);
   free(t->slices);
   memset(t, 0, sizeof *t);
+}
+
+ks_status gpu_tensor_upload_concat(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *const *parts,
+                                   int n) {
+  memset(t, 0, sizeof *t);
+  if (n <= 0) return KS_ERR_UNSUPPORTED;
+  ks_type type = parts[0]->type;
+  int64_t k = parts[0]->ne[0], rows = 0;
+  if (!gpu_type_supported(type) || k <= 0) return KS_ERR_UNSUPPORTED;
+  uint64_t row = ks_type_row_bytes(type, k);
+  for (int i = 0; i < n; i++) {
+    const ks_tensor *p = parts[i];
+    int64_t r = p->ne[1] > 0 ? p->ne[1] : 1;
+    if (p->type != type || p->ne[0] != k || !p->data || p->nbytes < row * (uint64_t)r)
+      return KS_ERR_UNSUPPORTED;
+    rows += r;
+  }
+  uint64_t total = row * (uint64_t)rows;
+  if (row == 0 || total > g->slice_limit) return KS_ERR_UNSUPPORTED;
+  t->slices = calloc(1, sizeof *t->slices);
+  if (!t->slices) return ks_fail(KS_ERR_NOMEM, "out of host memory for tensor slices");
+  t->type = type;
+  t->ne[0] = k;
+  t->ne[1] = rows;
+  t->rows_per_slice = rows;
+  t->n_slices = 1;
+  ks_status st = gpu_buf_create(g, &t->slices[0], total, KS_MEM_DEVICE);
+  uint64_t off = 0;
+  for (int i = 0; i < n && st == KS_OK; i++) {
+    uint64_t bytes = row * (uint64_t)(parts[i]->ne[1] > 0 ? parts[i]->ne[1] : 1);
+    st = gpu_upload(g, &t->slices[0], off, parts[i]->data, bytes);
+    off += bytes;
+  }
+  if (st != KS_OK) gpu_tensor_free(g, t);
+  return st;
 }
 
 ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host) {

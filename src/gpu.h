@@ -30,6 +30,7 @@ typedef struct {
   VkPhysicalDeviceType type;
   uint32_t subgroup_size;
   int subgroup_arith;         /* subgroup arithmetic ops in compute */
+  int subgroup_shuffle;       /* subgroup shuffles in compute (the matrix kernels' fast sums) */
   int fp16_arith, int8_arith; /* shaderFloat16 / shaderInt8 */
   int storage16, storage8;    /* 16/8-bit storage buffer access */
   int coopmat_nv, coopmat_khr;
@@ -59,6 +60,12 @@ ks_status gpu_list_devices(FILE *f);
 uint64_t gpu_validation_count(void);
 /* Live device allocations (buffers + memory); 0 after everything is destroyed. */
 int64_t gpu_live_allocations(const ks_gpu *g);
+/* Allocations that were still alive when their ks_gpu was destroyed, summed over the process:
+ * 0 in a program without leaks (for tests whose GPU is owned by an engine). */
+int64_t gpu_leaked_allocations(void);
+/* 1 once a submit or wait reported VK_ERROR_DEVICE_LOST: nothing computed since is trusted and
+ * every later GPU call fails (the driver's contract), so callers must not persist results. */
+int gpu_device_lost(const ks_gpu *g);
 
 typedef enum { KS_MEM_DEVICE = 0, KS_MEM_HOST = 1 } ks_mem; /* HOST: host-visible, mapped */
 typedef struct {
@@ -90,6 +97,15 @@ typedef struct {
   ks_buf *slices;
 } ks_gpu_tensor;
 ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host);
+/* One tensor of the n host tensors' rows stacked in order (same type and row length), in a
+ * single buffer: for the fused q|k|v and gate|up products. KS_ERR_UNSUPPORTED (no message kept
+ * as an error) when the parts differ or the whole is over one storage-buffer range; callers
+ * then keep the parts apart. */
+ks_status gpu_tensor_upload_concat(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *const *parts,
+                                   int n);
+/* 1 when the matrix kernels sum lanes with subgroup shuffles (the device has them and
+ * KVSCOPE_NO_SUBGROUP is not 1), 0 when they use shared memory: the same order of sums. */
+int gpu_matmul_subgroup(const ks_gpu *g);
 /* 1 if op_matmul and op_embed have a kernel for weights of type t: F32, F16, BF16, Q8_0, Q4_0,
  * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. */
 int gpu_type_supported(ks_type t);
@@ -153,6 +169,26 @@ void op_embed(ks_cmd *c, ks_bref out, const ks_gpu_tensor *emb, ks_bref tokens, 
 void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, float eps);
 /* out (n_tok, W.ne[1]) = x (n_tok, W.ne[0]) · Wᵀ, any supported weight type. */
 void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok);
+/* op_matmul with fusions: norm_w.b != NULL normalises each input row first (RMSNorm with weights
+ * norm_w (K) and eps); add: out += the product (residual); swiglu: W holds gate rows then as many
+ * up rows (one slice), out (n_tok, rows/2) = silu(gate) * up; out_stride (0: the output width)
+ * is the distance between output rows, so products can write side by side into one buffer.
+ * Input and norm_w must start at a multiple of 16 bytes. Every output row's bits are the same
+ * whatever n_tok and the fusions (the sums are fixed in matmul.glsl). */
+typedef struct {
+  ks_bref norm_w;
+  float eps;
+  int add, swiglu;
+  uint32_t out_stride;
+} ks_matmul_opts;
+void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok,
+                  const ks_matmul_opts *o);
+/* After a q|k|v product: qkv (n_tok, qd + 2 kvd) rows plus the bias (qd + 2 kvd, optional:
+ * bias.b NULL) are rotated (q and k, as op_rope_scaled), q written to q (n_tok, qd), k and v
+ * into the paged pools at positions step.pos0 + i (as op_kv_write). One dispatch. */
+void op_rope_kv(ks_cmd *c, ks_bref q, ks_bref qkv, ks_bref kpool, ks_bref vpool, ks_bref table,
+                ks_bref step, ks_bref bias, int n_tok, int n_head, int n_kv_head, int head_dim,
+                float base, int neox, const float *factors);
 /* In place on x (n_tok, n_heads*head_dim): token i is at position step.pos0 + i. */
 void op_rope(ks_cmd *c, ks_bref x, ks_bref step, int n_tok, int n_heads, int head_dim,
              float base, int neox);

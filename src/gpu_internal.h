@@ -26,6 +26,10 @@
   } while (0)
 
 const char *gpu_vk_result_name(VkResult r);
+/* The status of a queue submit or fence wait named `call` that returned r: KS_OK for VK_SUCCESS,
+ * else VK_CHECK's message. A lost device is remembered in g->device_lost: a driver reports every
+ * later submit or wait on it as lost too, so callers do not submit to it again. */
+ks_status gpu_check_queue(ks_gpu *g, VkResult r, const char *call, const char *file, int line);
 /* A resettable command pool with one primary command buffer, and an unsignalled fence: what both
  * the transfer path and every ks_cmd need. On failure the caller destroys what was created
  * (the handles it gets back are VK_NULL_HANDLE or valid). */
@@ -36,7 +40,7 @@ ks_status gpu_cmd_objects_create(ks_gpu *g, VkCommandPool *pool, VkCommandBuffer
 const char *gpu_vk_result_hint(VkResult r);
 
 #define KS_MAX_BINDINGS 8
-#define KS_MAX_SPEC 4
+#define KS_MAX_SPEC 6
 
 typedef struct {
   const char *shader;          /* name in ks_spirv_table (static storage) */
@@ -65,7 +69,10 @@ struct ks_gpu {
   VkPhysicalDeviceMemoryProperties mem;
   uint32_t max_groups[3];
   uint64_t slice_limit; /* weight slices: min(maxStorageBufferRange, $KVSCOPE_MAX_BUFFER_RANGE) */
+  int no_subgroup;      /* KVSCOPE_NO_SUBGROUP=1: matrix kernels sum through shared memory */
   int64_t live;         /* caller-owned VkBuffer + VkDeviceMemory objects alive */
+  uint64_t device_bytes; /* KS_MEM_DEVICE memory allocated and not yet freed (all buffers) */
+  int device_lost;       /* a submit or wait returned VK_ERROR_DEVICE_LOST (gpu_check_queue) */
   /* one-shot transfers (uploads, downloads, fills) */
   VkCommandPool xfer_pool;
   VkCommandBuffer xfer_cb;

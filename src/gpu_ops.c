@@ -106,8 +106,14 @@ void gpu_cmd_destroy(ks_cmd *c) {
 ks_status gpu_cmd_wait(ks_cmd *c) {
   if (!c->pending) return KS_OK;
   c->pending = 0;
-  VK_CHECK(vkWaitForFences(c->g->dev, 1, &c->fence, VK_TRUE, UINT64_MAX));
-  return KS_OK;
+  VkResult r = vkWaitForFences(c->g->dev, 1, &c->fence, VK_TRUE, UINT64_MAX);
+  /* KVSCOPE_TEST_DEVICE_LOST=N (tests only; docs/testing.md): the process's N-th wait reports a
+   * lost device, as a driver does after a GPU reset (the work did finish: nothing is freed under
+   * it). Inert when unset. */
+  static int n_waits;
+  const char *lost = getenv("KVSCOPE_TEST_DEVICE_LOST");
+  if (lost && *lost && r == VK_SUCCESS && ++n_waits == atoi(lost)) r = VK_ERROR_DEVICE_LOST;
+  return gpu_check_queue(c->g, r, "vkWaitForFences", __FILE__, __LINE__);
 }
 
 ks_status gpu_cmd_begin(ks_cmd *c) {
@@ -141,11 +147,10 @@ static void barrier(VkCommandBuffer cb, VkPipelineStageFlags src, VkAccessFlags 
 
 void gpu_cmd_barrier(ks_cmd *c) {
   if (!c->recording) return;
-  barrier(c->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-          VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-          VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-              VK_ACCESS_TRANSFER_WRITE_BIT);
+  /* only dispatches are recorded into a ks_cmd (transfers go through gpu.c's own buffer and
+   * fence), so compute -> compute is the whole dependency */
+  barrier(c->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
 ks_status gpu_cmd_end(ks_cmd *c) {
@@ -177,7 +182,10 @@ ks_status gpu_cmd_submit(ks_cmd *c) {
       .commandBufferCount = 1,
       .pCommandBuffers = &c->cb,
   };
-  VK_CHECK(vkQueueSubmit(c->g->queue, 1, &si, c->fence));
+  /* a lost device stays lost (gpu_check_queue): nothing is submitted to it again */
+  VkResult r = c->g->device_lost ? VK_ERROR_DEVICE_LOST
+                                  : vkQueueSubmit(c->g->queue, 1, &si, c->fence);
+  if ((st = gpu_check_queue(c->g, r, "vkQueueSubmit", __FILE__, __LINE__)) != KS_OK) return st;
   c->pending = 1;
   return KS_OK;
 }
@@ -562,10 +570,17 @@ typedef struct {
 _Static_assert(sizeof(pc_rmsnorm) == 20, "rmsnorm.comp push constants");
 
 typedef struct {
-  uint32_t o_out, o_x, o_w;
-  uint32_t K, N, row0, rows, n_tok, row_bytes;
+  uint32_t o_out, o_x, o_w, o_nw;
+  uint32_t K, N, row0, rows, n_tok, row_bytes, flags;
+  float eps;
 } pc_matmul;
-_Static_assert(sizeof(pc_matmul) == 36, "matmul.glsl push constants");
+_Static_assert(sizeof(pc_matmul) == 48, "matmul.glsl push constants");
+
+typedef struct {
+  uint32_t o_q, o_qkv, o_k, o_v, o_table, o_step, o_f, o_bias;
+  uint32_t n_tok, qd, kvd, head_dim, neox, has_bias, total;
+} pc_rope_kv;
+_Static_assert(sizeof(pc_rope_kv) == 60, "rope_kv.comp push constants");
 
 typedef struct {
   uint32_t o_x, o_step, o_f;
@@ -672,36 +687,104 @@ void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, 
   dispatch(c, op, "rmsnorm", spec, 1, b, 3, &pc, sizeof pc, (uint32_t)n_tok, 1, 1);
 }
 
-#define MM_R 4u  /* weight rows per workgroup: matmul.glsl's R */
-#define MM_TT 8u /* tokens per workgroup: matmul.glsl's TT */
+/* matmul.glsl's work split (see there): SG * SPLIT lanes share a row, WG invocations; a decode
+ * build (one token, matmul_<type>_dec) with R = 2 rows per lane group, TT = 1 token, and a
+ * prefill one with R = 4, TT = 8 (the values are compiled in; the host mirrors them here). A
+ * row's bits depend only on K, SG and SPLIT, fixed per device and row length. */
+#define MM_WG_TARGET 128u
+#define MM_R_DECODE 2u
+#ifndef KS_MM_R_PREFILL
+#define KS_MM_R_PREFILL 4 /* CMake passes KVSCOPE_PREFILL_R, the value compiled into the shaders */
+#endif
+#define MM_R_PREFILL ((uint32_t)KS_MM_R_PREFILL)
+#define MM_TT_PREFILL 8u
+#define MM_NORM_IN 1u
+#define MM_EPI_ADD 2u
+#define MM_EPI_SWIGLU 4u
+
+/* Lanes per row: the device's subgroup size, at most 32 (a power of two). */
+static uint32_t mm_sg(const ks_gpu *g) {
+  uint32_t sg = g->info.subgroup_size ? g->info.subgroup_size : 32;
+  if (sg > 32) sg = 32;
+  if (sg & (sg - 1)) sg = 1; /* not a power of two: one lane per row */
+  return sg;
+}
+
+int gpu_matmul_subgroup(const ks_gpu *g) {
+  return g->info.subgroup_shuffle && !g->no_subgroup;
+}
 
 void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok) {
+  op_matmul_ex(c, out, x, W, n_tok, NULL);
+}
+
+void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok,
+                  const ks_matmul_opts *o) {
   const char *op = "op_matmul";
   if (c->status != KS_OK || n_tok <= 0) return;
   if (!tensor_ok(c, op, W)) return;
-  const char *shader = matmul_shader(W->type);
-  uint64_t K = (uint64_t)W->ne[0], N = (uint64_t)W->ne[1];
-  if ((W->type == KS_TYPE_F32 || W->type == KS_TYPE_F16 || W->type == KS_TYPE_BF16) && K % 4) {
+  static const ks_matmul_opts none = {0};
+  if (!o) o = &none;
+  char shader[48];
+  snprintf(shader, sizeof shader, "%s%s%s", matmul_shader(W->type), n_tok == 1 ? "_dec" : "",
+           gpu_matmul_subgroup(c->g) ? "" : "_nosg");
+  uint64_t K = (uint64_t)W->ne[0], rows_all = (uint64_t)W->ne[1];
+  if (K % 4) {
     cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: %s row length %llu is not a multiple of 4", op,
              ks_type_name(W->type), (unsigned long long)K);
     return;
   }
-  uint32_t spec[1] = {WG_MATMUL};
+  if (x.off % 16 || (o->norm_w.b && o->norm_w.off % 16)) {
+    cmd_fail(c, KS_ERR_ARG, "%s: input and norm weights must start at a multiple of 16 bytes", op);
+    return;
+  }
+  uint64_t N = o->swiglu ? rows_all / 2 : rows_all; /* output columns */
+  if (o->swiglu && (rows_all % 2 || W->n_slices != 1)) {
+    cmd_fail(c, KS_ERR_ARG, "%s: a fused gate|up product needs one slice of 2 x rows", op);
+    return;
+  }
+  uint64_t stride = o->out_stride ? (uint64_t)o->out_stride : N;
+  if (stride < N) {
+    cmd_fail(c, KS_ERR_ARG, "%s: output row stride %llu < %llu columns", op,
+             (unsigned long long)stride, (unsigned long long)N);
+    return;
+  }
+  uint32_t flags = (o->norm_w.b ? MM_NORM_IN : 0) | (o->add ? MM_EPI_ADD : 0) |
+                   (o->swiglu ? MM_EPI_SWIGLU : 0);
+  const int decode = n_tok == 1;
+  uint32_t wgt = MM_WG_TARGET;
+  /* tuning (kvscope bench): KVSCOPE_MM_WG=N workgroup size; it never changes a result's bits */
+  const char *tune = getenv("KVSCOPE_MM_WG");
+  if (tune && atoi(tune) >= 1 && atoi(tune) <= 1024) wgt = (uint32_t)atoi(tune);
+  const uint32_t R = decode ? MM_R_DECODE : MM_R_PREFILL, TT = decode ? 1 : MM_TT_PREFILL;
+  /* SPLIT subgroups share a row when rows are long (more lanes in flight per row): a function
+   * of K alone, so decode and prefill sum a row the same way */
+  const uint32_t split = K >= 4096 ? 4 : K >= 2048 ? 2 : 1;
+  const uint32_t sg = mm_sg(c->g), lpr = sg * split;
+  const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
+  const uint32_t outs = o->swiglu ? R / 2 : R;
+  uint32_t spec[3] = {wg, sg, split};
+  uint64_t out_bytes = ((uint64_t)n_tok - 1) * stride * 4 + N * 4;
   for (int s = 0; s < W->n_slices; s++) {
     int64_t r0 = (int64_t)s * W->rows_per_slice;
     uint32_t rows = (uint32_t)KS_MIN(W->rows_per_slice, W->ne[1] - r0);
+    if (o->swiglu) rows /= 2;
     pc_matmul pc = {
         .K = (uint32_t)K,
-        .N = (uint32_t)N,
+        .N = (uint32_t)stride,
         .row0 = (uint32_t)r0,
         .rows = rows,
         .n_tok = (uint32_t)n_tok,
         .row_bytes = (uint32_t)ks_type_row_bytes(W->type, W->ne[0]),
+        .flags = flags,
+        .eps = o->eps,
     };
-    ks_bind b[3] = {bind(out, (uint64_t)n_tok * N * 4), bind(x, (uint64_t)n_tok * K * 4),
-                    bind(ks_ref(&W->slices[s], 0), 0)};
-    dispatch(c, op, shader, spec, 1, b, 3, &pc, sizeof pc, (rows + MM_R - 1) / MM_R,
-             ((uint32_t)n_tok + MM_TT - 1) / MM_TT, 1);
+    ks_bind b[4] = {bind(out, out_bytes), bind(x, (uint64_t)n_tok * K * 4),
+                    bind(ks_ref(&W->slices[s], 0), 0),
+                    o->norm_w.b ? bind(o->norm_w, K * 4) : bind(x, 16)};
+    uint32_t per_wg = ngr * outs;
+    dispatch(c, op, shader, spec, 3, b, 4, &pc, sizeof pc, (rows + per_wg - 1) / per_wg,
+             ((uint32_t)n_tok + TT - 1) / TT, 1);
   }
 }
 
@@ -810,16 +893,57 @@ void op_kv_write(ks_cmd *c, ks_bref cache, ks_bref src, ks_bref table, ks_bref s
   dispatch(c, op, "kv_write", spec, 1, b, 4, &pc, sizeof pc, gx, gy, 1);
 }
 
+void op_rope_kv(ks_cmd *c, ks_bref q, ks_bref qkv, ks_bref kpool, ks_bref vpool, ks_bref table,
+                ks_bref step, ks_bref bias, int n_tok, int n_head, int n_kv_head, int head_dim,
+                float base, int neox, const float *factors) {
+  const char *op = "op_rope_kv";
+  if (c->status != KS_OK || n_tok <= 0) return;
+  if (head_dim <= 0 || head_dim % 2 || n_head <= 0 || n_kv_head <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: head_dim %d (must be even), heads %d / %d", op, head_dim,
+             n_head, n_kv_head);
+    return;
+  }
+  const ks_buf *tab = rope_table(c, head_dim, base, factors);
+  if (!tab) return;
+  uint64_t qd = (uint64_t)n_head * head_dim, kvd = (uint64_t)n_kv_head * head_dim;
+  uint64_t width = qd + 2 * kvd, total = (uint64_t)n_tok * width / 2;
+  if (total > UINT32_MAX) {
+    cmd_fail(c, KS_ERR_ARG, "%s: %d tokens of %llu columns is too many", op, n_tok,
+             (unsigned long long)width);
+    return;
+  }
+  pc_rope_kv pc = {
+      .n_tok = (uint32_t)n_tok,
+      .qd = (uint32_t)qd,
+      .kvd = (uint32_t)kvd,
+      .head_dim = (uint32_t)head_dim,
+      .neox = neox ? 1u : 0u,
+      .has_bias = bias.b ? 1u : 0u,
+      .total = (uint32_t)total,
+  };
+  uint32_t spec[1] = {WG_ROPE}, gx, gy;
+  grid_1d(total, WG_ROPE, &gx, &gy);
+  ks_bind b[8] = {bind(q, (uint64_t)n_tok * qd * 4), bind(qkv, (uint64_t)n_tok * width * 4),
+                  bind(kpool, 0), bind(vpool, 0), bind(table, 0), bind(step, 4),
+                  bind(ks_ref(tab, 0), (uint64_t)(head_dim / 2) * 4),
+                  bias.b ? bind(bias, width * 4) : bind(step, 4)};
+  dispatch(c, op, "rope_kv", spec, 1, b, 8, &pc, sizeof pc, gx, gy, 1);
+}
+
 void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
                   ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
                   int head_dim, ks_bref probs, int probs_stride) {
   const char *op = "op_attention";
   if (c->status != KS_OK || n_tok <= 0) return;
   if (n_head <= 0 || n_kv_head <= 0 || n_head % n_kv_head || head_dim <= 0 ||
-      head_dim > 256) {
+      head_dim > 256 || head_dim % 4) {
     cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: n_head %d, n_kv_head %d, head_dim %d (need n_head a "
-                                    "multiple of n_kv_head and head_dim <= 256)", op, n_head,
-             n_kv_head, head_dim);
+                                    "multiple of n_kv_head and head_dim a multiple of 4, at most "
+                                    "256)", op, n_head, n_kv_head, head_dim);
+    return;
+  }
+  if (kcache.off % 16 || vcache.off % 16) {
+    cmd_fail(c, KS_ERR_ARG, "%s: K/V pools must start at a multiple of 16 bytes", op);
     return;
   }
   int has_probs = probs.b != NULL;
@@ -838,7 +962,7 @@ void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vca
       .has_probs = (uint32_t)has_probs,
       .sqrt_hd = sqrtf((float)head_dim),
   };
-  _Static_assert(WG_ATTN >= 32, "attention.comp keeps 256 / 32 accumulators per invocation");
+  _Static_assert(WG_ATTN >= 64, "attention.comp: a 256-wide head needs 64 lanes of vec4");
   uint32_t spec[1] = {WG_ATTN};
   /* Without probs, binding 6 is the output again: the shader never touches it. The probs
    * region's extent depends on the position (read on the GPU), so it is bound to the end. */
@@ -892,9 +1016,12 @@ void op_copy(ks_cmd *c, ks_bref dst, ks_bref src, uint64_t n) {
              (unsigned long long)n);
     return;
   }
-  pc_binary pc = {.n = (uint32_t)(n / 4)};
+  /* 16-byte words when sizes and offsets allow (what the memory system moves fastest) */
+  int wide = n % 16 == 0 && dst.off % 16 == 0 && src.off % 16 == 0;
+  uint64_t words = wide ? n / 16 : n / 4;
+  pc_binary pc = {.n = (uint32_t)words};
   uint32_t spec[1] = {WG_ELEM}, gx, gy;
-  grid_1d(n / 4, WG_ELEM, &gx, &gy);
+  grid_1d(words, WG_ELEM, &gx, &gy);
   ks_bind b[2] = {bind(dst, n), bind(src, n)};
-  dispatch(c, "op_copy", "copy", spec, 1, b, 2, &pc, sizeof pc, gx, gy, 1);
+  dispatch(c, "op_copy", wide ? "copy4" : "copy", spec, 1, b, 2, &pc, sizeof pc, gx, gy, 1);
 }

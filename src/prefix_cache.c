@@ -238,7 +238,7 @@ uint64_t pcache_publish(ks_pcache *pc, ks_seq *seq, int i, const int *tokens, do
 
 ks_status pcache_adopt(ks_pcache *pc, ks_seq *seq, uint64_t hash, uint64_t parent,
                        const int32_t *tokens, double now, uint32_t *id_out) {
-  uint32_t id;
+  uint32_t id = 0; /* set by pcache_alloc; initialised for GCC's -O3 flow analysis */
   ks_status st = pcache_alloc(pc, seq, now, &id);
   if (st) return st;
   ks_block *b = &pc->b[id];

@@ -179,21 +179,30 @@ static int hostw_make(ctx *x, hostw *w, ks_type type, int64_t K, int64_t N) {
 
 typedef struct {
   ks_buf b;
-  uint64_t bytes;
+  uint64_t off, bytes;
 } reg;
 
-static int reg_new(ctx *x, reg *r, uint64_t bytes, ks_mem kind, const void *init) {
+static int reg_new_at(ctx *x, reg *r, uint64_t off, uint64_t bytes, ks_mem kind,
+                      const void *init) {
   memset(r, 0, sizeof *r);
+  r->off = off;
   r->bytes = bytes;
-  uint64_t size = (OFF + bytes + GUARD + 3) & ~3ull;
+  uint64_t size = (off + bytes + GUARD + 3) & ~3ull;
   if (gpu_buf_create(x->g, &r->b, size, kind) != KS_OK) return 0;
   if (gpu_fill_u32(x->g, &r->b, 0, size, POISON) != KS_OK) return 0;
-  if (init && bytes && gpu_upload(x->g, &r->b, OFF, init, bytes) != KS_OK) return 0;
+  if (init && bytes && gpu_upload(x->g, &r->b, off, init, bytes) != KS_OK) return 0;
   return 1;
 }
-static ks_bref at(const reg *r, uint64_t byte) { return ks_ref(&r->b, OFF + byte); }
+static int reg_new(ctx *x, reg *r, uint64_t bytes, ks_mem kind, const void *init) {
+  return reg_new_at(x, r, OFF, bytes, kind, init);
+}
+/* Regions the kernels read as vec4 (matrix inputs, K/V pools) start at a multiple of 16. */
+static int reg_new16(ctx *x, reg *r, uint64_t bytes, ks_mem kind, const void *init) {
+  return reg_new_at(x, r, (OFF + 15) & ~15ull, bytes, kind, init);
+}
+static ks_bref at(const reg *r, uint64_t byte) { return ks_ref(&r->b, r->off + byte); }
 static int reg_put(ctx *x, reg *r, uint64_t byte, const void *p, uint64_t n) {
-  return gpu_upload(x->g, &r->b, OFF + byte, p, n) == KS_OK;
+  return gpu_upload(x->g, &r->b, r->off + byte, p, n) == KS_OK;
 }
 /* Downloads the region into out; *stray counts guard words that are no longer poison. */
 static int reg_get(ctx *x, reg *r, void *out, int *stray) {
@@ -208,10 +217,10 @@ static int reg_get(ctx *x, reg *r, void *out, int *stray) {
     return 0;
   }
   int bad = 0;
-  for (uint64_t i = 0; i < OFF / 4; i++) bad += all[i] != POISON;
-  for (uint64_t i = (OFF + r->bytes + 3) / 4; i < size / 4; i++) bad += all[i] != POISON;
+  for (uint64_t i = 0; i < r->off / 4; i++) bad += all[i] != POISON;
+  for (uint64_t i = (r->off + r->bytes + 3) / 4; i < size / 4; i++) bad += all[i] != POISON;
   if (stray) *stray = bad;
-  memcpy(out, (char *)all + OFF, r->bytes);
+  memcpy(out, (char *)all + r->off, r->bytes);
   free(all);
   return 1;
 }
@@ -417,7 +426,7 @@ static int run_matmul(ctx *x, const hostw *w, const float *in, int T, float *out
   memset(&ro, 0, sizeof ro);
   memset(&r1, 0, sizeof r1);
   int ok = gpu_tensor_upload(x->g, &gt, &w->t) == KS_OK &&
-           reg_new(x, &rx, (uint64_t)T * K * 4, KS_MEM_DEVICE, in) &&
+           reg_new16(x, &rx, (uint64_t)T * K * 4, KS_MEM_DEVICE, in) &&
            reg_new(x, &ro, (uint64_t)T * N * 4, KS_MEM_DEVICE, NULL) &&
            (!single || reg_new(x, &r1, (uint64_t)T * N * 4, KS_MEM_DEVICE, NULL)) && begin(x);
   if (ok) {
@@ -561,6 +570,240 @@ static void check_slices(ctx *x) {
   gpu_destroy(g2);
 }
 
+/* ---------------------------------------------------------------- fused products */
+
+/* op_matmul_ex's fusions as forward.c uses them: RMSNorm on the input (norm), the residual add
+ * (add), the stacked gate|up product with norm and SwiGLU (swiglu). */
+enum { FU_NORM, FU_ADD, FU_SWIGLU };
+static const char *const k_fu_names[] = {"norm in", "residual add", "norm + gate|up swiglu"};
+
+/* out (T, N): the fused product on x's device; one_by_one: each token alone (decode build). */
+static int run_fused(ctx *x, const hostw *w, int mode, const float *in, const float *nw,
+                     const float *y0, int T, int one_by_one, float *out, int *stray) {
+  const int64_t K = w->t.ne[0], N = mode == FU_SWIGLU ? w->t.ne[1] / 2 : w->t.ne[1];
+  ks_gpu_tensor gt;
+  memset(&gt, 0, sizeof gt);
+  reg rx, rn, ro;
+  memset(&rx, 0, sizeof rx);
+  memset(&rn, 0, sizeof rn);
+  memset(&ro, 0, sizeof ro);
+  int ok = gpu_tensor_upload(x->g, &gt, &w->t) == KS_OK &&
+           reg_new16(x, &rx, (uint64_t)T * K * 4, KS_MEM_DEVICE, in) &&
+           reg_new16(x, &rn, (uint64_t)K * 4, KS_MEM_DEVICE, nw) &&
+           reg_new(x, &ro, (uint64_t)T * N * 4, KS_MEM_DEVICE, y0) && begin(x);
+  if (ok) {
+    ks_matmul_opts o = {.eps = 1e-5f, .add = mode == FU_ADD, .swiglu = mode == FU_SWIGLU};
+    if (mode != FU_ADD) o.norm_w = at(&rn, 0);
+    if (one_by_one)
+      for (int t = 0; t < T; t++)
+        op_matmul_ex(x->c, at(&ro, (uint64_t)t * N * 4), at(&rx, (uint64_t)t * K * 4), &gt, 1, &o);
+    else
+      op_matmul_ex(x->c, at(&ro, 0), at(&rx, 0), &gt, T, &o);
+    ok = finish(x) && reg_get(x, &ro, out, stray);
+  }
+  reg_free(x, &rx);
+  reg_free(x, &rn);
+  reg_free(x, &ro);
+  gpu_tensor_free(x->g, &gt);
+  return ok;
+}
+
+/* The shared-memory build of the products (KVSCOPE_NO_SUBGROUP=1) on a second context of the
+ * same device; NULL when it cannot be made (an infra row says why). */
+static int nosg_context(ctx *x, ctx *x2) {
+  const char *old = getenv("KVSCOPE_NO_SUBGROUP");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("KVSCOPE_NO_SUBGROUP", "1", 1);
+  *x2 = *x;
+  x2->g = NULL;
+  x2->c = NULL;
+  ks_status s = gpu_create(&x2->g, x->d->index);
+  if (saved) setenv("KVSCOPE_NO_SUBGROUP", saved, 1);
+  else unsetenv("KVSCOPE_NO_SUBGROUP");
+  free(saved);
+  if (s == KS_OK) s = gpu_cmd_create(x2->g, &x2->c);
+  if (s != KS_OK) {
+    infra_fail(x, "fused", "shared-memory sums: second context");
+    gpu_destroy(x2->g);
+    return 0;
+  }
+  return 1;
+}
+
+static void check_fused(ctx *x) {
+  ctx x2;
+  const int have_nosg = gpu_matmul_subgroup(x->g) && nosg_context(x, &x2);
+  for (size_t ti = 0; ti < KS_ARRAY_LEN(k_types); ti++) {
+    const ks_type type = k_types[ti];
+    if (!gpu_type_supported(type)) continue;
+    for (int kc = K_ODD; kc <= K_LARGE; kc++)
+      for (int mode = FU_NORM; mode <= FU_SWIGLU; mode++) {
+        const int K = row_len(type, (k_class)kc), N = 19, T = 9;
+        const int rows = mode == FU_SWIGLU ? 2 * N : N;
+        char name[112];
+        snprintf(name, sizeof name, "matmul %s %s K=%d N=%d T=%d", ks_type_name(type),
+                 k_fu_names[mode], K, N, T);
+        hostw w;
+        float *in = frand(x, (size_t)T * K, 2.0f), *nw = frand(x, (size_t)K, 1.0f);
+        float *y0 = frand(x, (size_t)T * N, 1.0f), *got = malloc((size_t)T * N * 4);
+        float *one = malloc((size_t)T * N * 4), *xin = malloc((size_t)T * K * 4);
+        float *prod = malloc((size_t)T * rows * 4), *ref = malloc((size_t)T * N * 4);
+        float *sh = malloc((size_t)T * N * 4);
+        int st = 0, st1 = 0, st2 = 0;
+        if (!in || !nw || !y0 || !got || !one || !xin || !prod || !ref || !sh ||
+            !hostw_make(x, &w, type, K, rows)) {
+          infra_fail(x, "fused", name);
+        } else {
+          const float *yi = mode == FU_ADD ? y0 : NULL;
+          if (!run_fused(x, &w, mode, in, nw, yi, T, 0, got, &st) ||
+              !run_fused(x, &w, mode, in, nw, yi, T, 1, one, &st1)) {
+            infra_fail(x, "fused", name);
+          } else {
+            for (int t = 0; t < T; t++) {
+              if (mode == FU_ADD) memcpy(xin + (size_t)t * K, in + (size_t)t * K, (size_t)K * 4);
+              else ref_rmsnorm(xin + (size_t)t * K, in + (size_t)t * K, nw, K, 1e-5f);
+            }
+            ref_matmul(prod, xin, &w.t, T);
+            for (int t = 0; t < T; t++)
+              for (int j = 0; j < N; j++) {
+                const float *p = prod + (size_t)t * rows;
+                float *r = &ref[(size_t)t * N + j];
+                if (mode == FU_ADD) *r = y0[(size_t)t * N + j] + p[j];
+                else if (mode == FU_SWIGLU) ref_swiglu(r, &p[j], &p[N + j], 1);
+                else *r = p[j];
+              }
+            check_exact(x, "fused", name, one, got, (size_t)T * N, st1,
+                        "the batched rows (decode build, one token at a time)");
+            check_close(x, "fused", name, got, ref, (size_t)T * N, 1e-5, 0, st);
+            if (have_nosg) {
+              char n2[160];
+              snprintf(n2, sizeof n2, "%s, shared-memory sums", name);
+              if (!run_fused(&x2, &w, mode, in, nw, yi, T, 0, sh, &st2))
+                infra_fail(x, "fused", n2);
+              else
+                check_exact(x, "fused", n2, sh, got, (size_t)T * N, st2, "the subgroup build");
+            }
+          }
+          free(w.data);
+        }
+        free(in);
+        free(nw);
+        free(y0);
+        free(got);
+        free(one);
+        free(xin);
+        free(prod);
+        free(ref);
+        free(sh);
+      }
+  }
+  if (have_nosg) {
+    gpu_cmd_destroy(x2.c);
+    if (gpu_live_allocations(x2.g) != 0)
+      add_result(x, "fused", "device memory freed (shared-memory context)",
+                 (double)gpu_live_allocations(x2.g), 0, 1, 1, "allocations alive after teardown");
+    gpu_destroy(x2.g);
+  } else if (!gpu_matmul_subgroup(x->g)) {
+    add_result(x, "fused", "shared-memory sums", 0, 0, 1, 1,
+               "no subgroup shuffles here: every product above used the shared-memory build");
+  }
+}
+
+/* op_rope_kv (bias, RoPE of q and k, q out, k and v into the pools through a scrambled table)
+ * against the CPU reference. */
+static void check_rope_kv(ctx *x) {
+  static const struct {
+    const char *cls;
+    int n_tok, heads, kv_heads, head_dim, neox, pos0, bias;
+  } cases[] = {{"decode", 1, 8, 4, 32, 0, 50, 0},
+               {"batch, bias", 9, 6, 2, 64, 1, 3, 1},
+               {"far position", 3, 2, 1, 128, 0, 3000, 1}};
+  for (size_t ci = 0; ci < KS_ARRAY_LEN(cases); ci++) {
+    const int T = cases[ci].n_tok, H = cases[ci].heads, KH = cases[ci].kv_heads;
+    const int hd = cases[ci].head_dim, neox = cases[ci].neox, pos0 = cases[ci].pos0;
+    const int qd = H * hd, kvd = KH * hd, width = qd + 2 * kvd;
+    const int nb = (pos0 + T + KS_KV_BLOCK - 1) / KS_KV_BLOCK + 3;
+    const size_t pool = (size_t)nb * KS_KV_BLOCK * kvd;
+    char name[112];
+    snprintf(name, sizeof name, "rope_kv %s %s n_tok=%d heads=%d/%d head_dim=%d pos0=%d",
+             neox ? "neox" : "norm", cases[ci].cls, T, H, KH, hd, pos0);
+    float *qkv = frand(x, (size_t)T * width, 2.0f), *bias = frand(x, (size_t)width, 0.5f);
+    float *qref = malloc((size_t)T * qd * 4), *qgot = malloc((size_t)T * qd * 4);
+    float *kref = malloc(pool * 4), *vref = malloc(pool * 4), *kgot = malloc(pool * 4);
+    float *vgot = malloc(pool * 4), *row = malloc((size_t)width * 4);
+    uint32_t *perm = malloc((size_t)nb * 4);
+    reg rq, rqkv, rk, rv, rt, rs, rb;
+    memset(&rq, 0, sizeof rq);
+    rqkv = rk = rv = rt = rs = rb = rq;
+    ks_step step = {.pos0 = (uint32_t)pos0};
+    int ok = qkv && bias && qref && qgot && kref && vref && kgot && vgot && row && perm;
+    if (ok) {
+      for (int i = 0; i < nb; i++) perm[i] = (uint32_t)i;
+      for (int i = nb - 1; i > 0; i--) {
+        int j = (int)(rndu(x) % (uint32_t)(i + 1));
+        uint32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+      }
+      for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
+      for (int t = 0; t < T; t++) {
+        memcpy(row, qkv + (size_t)t * width, (size_t)width * 4);
+        if (cases[ci].bias)
+          for (int e = 0; e < width; e++) row[e] += bias[e];
+        ref_rope(row, H, hd, pos0 + t, 10000.0f, neox);
+        ref_rope(row + qd, KH, hd, pos0 + t, 10000.0f, neox);
+        memcpy(qref + (size_t)t * qd, row, (size_t)qd * 4);
+        const int p = pos0 + t;
+        const size_t pr = (size_t)perm[p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
+        memcpy(kref + pr * kvd, row + qd, (size_t)kvd * 4);
+        memcpy(vref + pr * kvd, row + qd + kvd, (size_t)kvd * 4);
+      }
+      ok = reg_new(x, &rq, (uint64_t)T * qd * 4, KS_MEM_DEVICE, NULL) &&
+           reg_new(x, &rqkv, (uint64_t)T * width * 4, KS_MEM_DEVICE, qkv) &&
+           reg_new16(x, &rk, pool * 4, KS_MEM_DEVICE, kref) &&
+           reg_new16(x, &rv, pool * 4, KS_MEM_DEVICE, kref) && /* -3 everywhere but new rows */
+           reg_new(x, &rt, (uint64_t)nb * 4, KS_MEM_HOST, perm) &&
+           reg_new(x, &rs, sizeof step, KS_MEM_HOST, &step) &&
+           reg_new(x, &rb, (uint64_t)width * 4, KS_MEM_DEVICE, bias) && begin(x);
+    }
+    if (ok) {
+      /* the pools start as -3 except where the reference wrote: upload -3 over the new rows */
+      for (size_t i = 0; i < pool; i++) kgot[i] = -3.0f;
+      ok = reg_put(x, &rk, 0, kgot, pool * 4) && reg_put(x, &rv, 0, kgot, pool * 4);
+    }
+    int s1 = 0, s2 = 0, s3 = 0;
+    if (ok) {
+      op_rope_kv(x->c, at(&rq, 0), at(&rqkv, 0), at(&rk, 0), at(&rv, 0), at(&rt, 0), at(&rs, 0),
+                 cases[ci].bias ? at(&rb, 0) : (ks_bref){NULL, 0}, T, H, KH, hd, 10000.0f, neox,
+                 NULL);
+      ok = finish(x) && reg_get(x, &rq, qgot, &s1) && reg_get(x, &rk, kgot, &s2) &&
+           reg_get(x, &rv, vgot, &s3);
+    }
+    if (!ok) {
+      infra_fail(x, "rope_kv", name);
+    } else {
+      check_close(x, "rope_kv", name, qgot, qref, (size_t)T * qd, 1e-5, 0, s1);
+      char n2[160];
+      snprintf(n2, sizeof n2, "%s: k pool", name);
+      check_close(x, "rope_kv", n2, kgot, kref, pool, 1e-5, 0, s2);
+      snprintf(n2, sizeof n2, "%s: v pool", name);
+      check_exact(x, "rope_kv", n2, vgot, vref, pool, s3, "the new rows, others untouched");
+    }
+    reg *all[] = {&rq, &rqkv, &rk, &rv, &rt, &rs, &rb};
+    for (size_t i = 0; i < KS_ARRAY_LEN(all); i++) reg_free(x, all[i]);
+    free(qkv);
+    free(bias);
+    free(qref);
+    free(qgot);
+    free(kref);
+    free(vref);
+    free(kgot);
+    free(vgot);
+    free(row);
+    free(perm);
+  }
+}
+
 /* ---------------------------------------------------------------- rope */
 
 static void check_rope(ctx *x) {
@@ -644,7 +887,8 @@ static void attention_case(ctx *x, const att_case *a) {
     perm[j] = t;
   }
   ks_step steps[2] = {{.pos0 = 0}, {.pos0 = (uint32_t)a->pos0}};
-  if (!reg_new(x, &rk, pool, KS_MEM_DEVICE, NULL) || !reg_new(x, &rv, pool, KS_MEM_DEVICE, NULL) ||
+  if (!reg_new16(x, &rk, pool, KS_MEM_DEVICE, NULL) ||
+      !reg_new16(x, &rv, pool, KS_MEM_DEVICE, NULL) ||
       !reg_new(x, &rks, (uint64_t)P * kvd * 4, KS_MEM_DEVICE, K) ||
       !reg_new(x, &rvs, (uint64_t)P * kvd * 4, KS_MEM_DEVICE, V) ||
       !reg_new(x, &rq, (uint64_t)T * qd * 4, KS_MEM_DEVICE, q) ||
@@ -960,8 +1204,9 @@ static const struct {
   void (*run)(ctx *);
 } k_groups[] = {
     {"elementwise", check_elementwise}, {"rmsnorm", check_rmsnorm}, {"embed", check_embed},
-    {"matmul", check_matmul},           {"slices", check_slices},   {"rope", check_rope},
-    {"attention", check_attention},     {"model", check_model},
+    {"matmul", check_matmul},           {"slices", check_slices},   {"fused", check_fused},
+    {"rope", check_rope},               {"rope_kv", check_rope_kv}, {"attention", check_attention},
+    {"model", check_model},
 };
 
 static int group_selected(const char *only, const char *group) {
@@ -990,10 +1235,12 @@ ks_status selftest_device(int index, const ks_selftest_opts *o, ks_selftest_devi
   snprintf(out->driver, sizeof out->driver, "%s", I->driver);
   snprintf(out->features, sizeof out->features,
            "subgroup arithmetic %s, fp16 arithmetic %s, int8 arithmetic %s, cooperative matrix "
-           "%s; kernel path: portable (the only one so far)",
+           "%s; matrix sums: %s",
            I->subgroup_arith ? "yes" : "no", I->fp16_arith ? "yes" : "no",
            I->int8_arith ? "yes" : "no",
-           I->coopmat_nv ? "NV" : I->coopmat_khr ? "KHR" : "no");
+           I->coopmat_nv ? "NV" : I->coopmat_khr ? "KHR" : "no",
+           gpu_matmul_subgroup(x.g) ? "subgroup shuffles (shared-memory build checked too)"
+                                    : "shared memory (no subgroup shuffles)");
   out->api_version = I->api_version;
   out->subgroup_size = I->subgroup_size;
   if ((st = gpu_cmd_create(x.g, &x.c)) != KS_OK) {

@@ -49,6 +49,14 @@ static void tb_make(ks_gpu *g, tb *t, uint64_t bytes, ks_mem kind) {
   t->bytes = bytes;
   REQUIRE(gpu_buf_create(g, &t->b, t->off + bytes + GUARD, kind) == KS_OK);
 }
+/* The same with the offset rounded up to 16 bytes: the matrix kernels read their input rows as
+ * vec4 (op_matmul_ex's contract). */
+static void tb_make16(ks_gpu *g, tb *t, uint64_t bytes, ks_mem kind) {
+  memset(t, 0, sizeof *t);
+  t->off = (next_off() + 15) & ~15ull;
+  t->bytes = bytes;
+  REQUIRE(gpu_buf_create(g, &t->b, t->off + bytes + GUARD, kind) == KS_OK);
+}
 static ks_bref tb_ref(const tb *t) { return ks_ref(&t->b, t->off); }
 static ks_bref tb_at(const tb *t, uint64_t byte) { return ks_ref(&t->b, t->off + byte); }
 static void tb_put(ks_gpu *g, tb *t, const void *data) {
@@ -166,6 +174,22 @@ static void test_elementwise(ks_gpu *g, ks_cmd *c) {
     snprintf(what, sizeof what, "copy n=%d", n);
     CHECK_MSG(memcmp(got, a, bytes) == 0, "%s: not bit-identical", what);
     printf("  %-58s exact\n", what);
+    if (bytes % 16 == 0) { /* 16-byte aligned regions take the uvec4 copy */
+      tb a16, o16;
+      tb_make16(g, &a16, bytes, KS_MEM_DEVICE);
+      tb_make16(g, &o16, bytes, KS_MEM_DEVICE);
+      tb_poison(g, &o16, POISON_BEEF);
+      tb_put(g, &a16, a);
+      REQUIRE(gpu_cmd_begin(c) == KS_OK);
+      op_copy(c, tb_ref(&o16), tb_ref(&a16), bytes);
+      run_cmd(c, "copy4");
+      tb_get(g, &o16, got, "copy4");
+      snprintf(what, sizeof what, "copy n=%d, 16-byte words", n);
+      CHECK_MSG(memcmp(got, a, bytes) == 0, "%s: not bit-identical", what);
+      printf("  %-58s exact\n", what);
+      tb_free(g, &a16);
+      tb_free(g, &o16);
+    }
 
     /* swiglu, out separate and out aliasing gate */
     for (int alias = 0; alias < 2; alias++) {
@@ -321,7 +345,7 @@ static float *gpu_matmul_run(ks_gpu *g, ks_cmd *c, const hw *w, const float *x, 
   int64_t K = w->t.ne[0], N = w->t.ne[1];
   size_t xb = (size_t)n_tok * K * 4, ob = (size_t)n_tok * N * 4;
   tb tx, to, t1;
-  tb_make(g, &tx, xb, KS_MEM_DEVICE);
+  tb_make16(g, &tx, xb, KS_MEM_DEVICE);
   tb_make(g, &to, ob, KS_MEM_DEVICE);
   tb_put(g, &tx, x);
   tb_poison(g, &to, POISON_NAN);
@@ -351,8 +375,10 @@ static float *gpu_matmul_run(ks_gpu *g, ks_cmd *c, const hw *w, const float *x, 
 
 static void test_matmul(ks_gpu *g, ks_cmd *c) {
   /* (K for float types, K for quantised types, rows N, tokens) */
+  /* K = 172 and 2052: rows whose last 8-element unit has only 4 (matmul.glsl's tail) */
   static const int shapes[][4] = {{72, 96, 7, 1},     {200, 224, 33, 5}, {1000, 1056, 515, 37},
                                   {72, 96, 515, 5},   {1000, 1056, 7, 37}, {200, 224, 33, 1},
+                                  {172, 160, 19, 9},  {2052, 2048, 70, 3}, {4100, 4096, 9, 2},
                                   {200, 224, 33, 37}};
   for (size_t ti = 0; ti < KS_ARRAY_LEN(k_types); ti++) {
     ks_type type = k_types[ti];
@@ -464,6 +490,236 @@ static void test_rope(ks_gpu *g, ks_cmd *c) {
   }
 }
 
+/* ---------------------------------------------------------------- fused products */
+
+/* op_matmul_ex's fusions against the CPU reference: RMSNorm on the input, residual add, the
+ * stacked gate|up product with SwiGLU (normalised input, as forward.c uses it), and a row
+ * stride wider than the output. Each runs over T tokens at once and token by token (decode
+ * pipeline): the bits must agree. When g_nosg (a context with KVSCOPE_NO_SUBGROUP=1, or NULL)
+ * is given, the shared-memory variant must give the same bits as the subgroup one. */
+enum { FUSE_NORM, FUSE_ADD, FUSE_SWIGLU, FUSE_STRIDE };
+static const char *const k_fuse_names[] = {"norm in", "residual add", "norm + gate|up swiglu",
+                                           "output stride"};
+
+static float *fused_run(ks_gpu *g, ks_cmd *c, int mode, const ks_gpu_tensor *gt, int K, int N,
+                        int T, const float *x, const float *nw, const float *y0, int one_by_one) {
+  const int width = mode == FUSE_STRIDE ? N + 5 : N;
+  size_t ob = (size_t)T * width * 4;
+  tb tx, tn, to;
+  tb_make16(g, &tx, (size_t)T * K * 4, KS_MEM_DEVICE);
+  tb_make16(g, &tn, (size_t)K * 4, KS_MEM_DEVICE);
+  tb_make(g, &to, ob, KS_MEM_DEVICE);
+  tb_poison(g, &to, POISON_BEEF);
+  tb_put(g, &tx, x);
+  tb_put(g, &tn, nw);
+  float *init = malloc(ob), *got = malloc(ob);
+  REQUIRE(init && got);
+  for (size_t i = 0; i < (size_t)T * width; i++) init[i] = y0 ? y0[i] : -7.0f;
+  tb_put(g, &to, init);
+  ks_matmul_opts o = {.eps = 1e-5f};
+  if (mode == FUSE_NORM || mode == FUSE_SWIGLU) o.norm_w = tb_ref(&tn);
+  if (mode == FUSE_ADD) o.add = 1;
+  if (mode == FUSE_SWIGLU) o.swiglu = 1;
+  if (mode == FUSE_STRIDE) o.out_stride = (uint32_t)width;
+  REQUIRE(gpu_cmd_begin(c) == KS_OK);
+  if (one_by_one) {
+    for (int t = 0; t < T; t++)
+      op_matmul_ex(c, tb_at(&to, (uint64_t)t * width * 4), tb_at(&tx, (uint64_t)t * K * 4), gt,
+                   1, &o);
+  } else {
+    op_matmul_ex(c, tb_ref(&to), tb_ref(&tx), gt, T, &o);
+  }
+  run_cmd(c, "fused matmul");
+  tb_get(g, &to, got, "fused matmul");
+  tb_free(g, &tx);
+  tb_free(g, &tn);
+  tb_free(g, &to);
+  free(init);
+  return got;
+}
+
+static void test_matmul_fused(ks_gpu *g, ks_cmd *c, ks_gpu *g_nosg, ks_cmd *c_nosg) {
+  static const ks_type types[] = {KS_TYPE_F32, KS_TYPE_F16, KS_TYPE_Q8_0, KS_TYPE_Q4_0};
+  for (size_t ti = 0; ti < KS_ARRAY_LEN(types); ti++) {
+    ks_type type = types[ti];
+    /* row lengths that take one, two and four subgroups per row (matmul.glsl's SPLIT) */
+    static const int Ks[] = {172, 2052, 288, 4096};
+    const int K = Ks[ti], N = 21, T = 11;
+    for (int mode = FUSE_NORM; mode <= FUSE_STRIDE; mode++) {
+      int rows = mode == FUSE_SWIGLU ? 2 * N : N;
+      hw w;
+      hw_make(&w, type, K, rows);
+      ks_gpu_tensor gt, gt2;
+      REQUIRE(gpu_tensor_upload(g, &gt, &w.t) == KS_OK);
+      float *x = frand((size_t)T * K, 2.0f), *nw = frand((size_t)K, 1.0f);
+      float *y0 = frand((size_t)T * N, 1.0f);
+      const int width = mode == FUSE_STRIDE ? N + 5 : N;
+      /* reference */
+      float *xin = malloc((size_t)T * K * 4), *prod = malloc((size_t)T * rows * 4);
+      float *ref = malloc((size_t)T * width * 4);
+      REQUIRE(xin && prod && ref);
+      for (int t = 0; t < T; t++) {
+        if (mode == FUSE_NORM || mode == FUSE_SWIGLU)
+          ref_rmsnorm(xin + (size_t)t * K, x + (size_t)t * K, nw, K, 1e-5f);
+        else
+          memcpy(xin + (size_t)t * K, x + (size_t)t * K, (size_t)K * 4);
+      }
+      ref_matmul(prod, xin, &w.t, T);
+      float *yinit = mode == FUSE_ADD ? y0 : NULL;
+      for (int t = 0; t < T; t++)
+        for (int j = 0; j < width; j++) {
+          float *r = &ref[(size_t)t * width + j];
+          const float *p = prod + (size_t)t * rows;
+          if (j >= N) *r = -7.0f; /* the stride's gap is left alone */
+          else if (mode == FUSE_ADD) *r = y0[(size_t)t * N + j] + p[j];
+          else if (mode == FUSE_SWIGLU) ref_swiglu(r, &p[j], &p[N + j], 1);
+          else *r = p[j];
+        }
+      float *got = fused_run(g, c, mode, &gt, K, N, T, x, nw, yinit, 0);
+      float *one = fused_run(g, c, mode, &gt, K, N, T, x, nw, yinit, 1);
+      char what[96];
+      snprintf(what, sizeof what, "matmul %s %s K=%d N=%d n_tok=%d", ks_type_name(type),
+               k_fuse_names[mode], K, N, T);
+      compare(what, got, ref, (size_t)T * width, 1e-5);
+      int same = memcmp(got, one, (size_t)T * width * 4) == 0;
+      printf("  %-58s %s\n", "  batch of 11 vs token by token", same ? "bit-identical" : "DIFFERENT");
+      CHECK_MSG(same, "%s: a row computed alone differs from the same row in a batch", what);
+      if (g_nosg) {
+        REQUIRE(gpu_tensor_upload(g_nosg, &gt2, &w.t) == KS_OK);
+        float *sh = fused_run(g_nosg, c_nosg, mode, &gt2, K, N, T, x, nw, yinit, 0);
+        int same2 = memcmp(got, sh, (size_t)T * width * 4) == 0;
+        printf("  %-58s %s\n", "  shared-memory sums vs subgroup shuffles",
+               same2 ? "bit-identical" : "DIFFERENT");
+        CHECK_MSG(same2, "%s: the _nosg kernel's bits differ from the subgroup kernel's", what);
+        free(sh);
+        gpu_tensor_free(g_nosg, &gt2);
+      }
+      free(got);
+      free(one);
+      free(x);
+      free(nw);
+      free(y0);
+      free(xin);
+      free(prod);
+      free(ref);
+      gpu_tensor_free(g, &gt);
+      hw_free(&w);
+    }
+  }
+  /* the stacked upload: [a; b] gives a's rows then b's; parts that differ are refused */
+  hw a, b;
+  hw_make(&a, KS_TYPE_F16, 64, 5);
+  hw_make(&b, KS_TYPE_F16, 64, 3);
+  const ks_tensor *parts[2] = {&a.t, &b.t};
+  ks_gpu_tensor st;
+  REQUIRE(gpu_tensor_upload_concat(g, &st, parts, 2) == KS_OK);
+  CHECK(st.n_slices == 1 && st.ne[1] == 8 && st.ne[0] == 64);
+  size_t rb = ks_type_row_bytes(KS_TYPE_F16, 64);
+  unsigned char *back = malloc(8 * rb);
+  REQUIRE(back);
+  REQUIRE(gpu_download(g, &st.slices[0], 0, back, 8 * rb) == KS_OK);
+  CHECK(memcmp(back, a.data, 5 * rb) == 0 && memcmp(back + 5 * rb, b.data, 3 * rb) == 0);
+  free(back);
+  gpu_tensor_free(g, &st);
+  hw c2;
+  hw_make(&c2, KS_TYPE_Q8_0, 64, 3);
+  const ks_tensor *mixed[2] = {&a.t, &c2.t};
+  CHECK(gpu_tensor_upload_concat(g, &st, mixed, 2) == KS_ERR_UNSUPPORTED && st.n_slices == 0);
+  printf("  %-58s %s\n", "stacked upload [a; b], mixed types refused", "ok");
+  hw_free(&a);
+  hw_free(&b);
+  hw_free(&c2);
+}
+
+/* op_rope_kv against the CPU reference: bias, RoPE of q and k, q to its buffer, k and v into the
+ * paged pools through a scrambled block table; other pool rows untouched. */
+static void test_rope_kv(ks_gpu *g, ks_cmd *c) {
+  static const int cases[][6] = {/* n_tok, heads, kv heads, head_dim, neox, pos0 */
+                                 {1, 4, 2, 8, 0, 37},
+                                 {9, 8, 4, 16, 1, 3},
+                                 {37, 2, 2, 64, 0, 0},
+                                 {5, 6, 3, 128, 1, 100}};
+  for (size_t ci = 0; ci < KS_ARRAY_LEN(cases); ci++) {
+    const int T = cases[ci][0], H = cases[ci][1], KH = cases[ci][2], hd = cases[ci][3];
+    const int neox = cases[ci][4], pos0 = cases[ci][5], has_bias = ci % 2 == 1;
+    const int qd = H * hd, kvd = KH * hd, width = qd + 2 * kvd;
+    const float base = 10000.0f;
+    const int nb = (pos0 + T + KS_KV_BLOCK - 1) / KS_KV_BLOCK + 2; /* pool blocks */
+    float *qkv = frand((size_t)T * width, 2.0f), *bias = frand((size_t)width, 0.5f);
+    uint32_t *table = malloc((size_t)nb * 4);
+    REQUIRE(table);
+    for (int i = 0; i < nb; i++) table[i] = (uint32_t)((nb - 1 - i + 2) % nb); /* a permutation */
+    const size_t pool = (size_t)nb * KS_KV_BLOCK * kvd;
+    float *kref = malloc(pool * 4), *vref = malloc(pool * 4), *qref = malloc((size_t)T * qd * 4);
+    float *kgot = malloc(pool * 4), *vgot = malloc(pool * 4), *qgot = malloc((size_t)T * qd * 4);
+    float *row = malloc((size_t)width * 4);
+    REQUIRE(kref && vref && qref && kgot && vgot && qgot && row);
+    for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
+    for (int t = 0; t < T; t++) {
+      memcpy(row, qkv + (size_t)t * width, (size_t)width * 4);
+      if (has_bias)
+        for (int e = 0; e < width; e++) row[e] += bias[e];
+      ref_rope(row, H, hd, pos0 + t, base, neox);
+      ref_rope(row + qd, KH, hd, pos0 + t, base, neox);
+      memcpy(qref + (size_t)t * qd, row, (size_t)qd * 4);
+      int p = pos0 + t;
+      size_t pr = (size_t)table[p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
+      memcpy(kref + pr * kvd, row + qd, (size_t)kvd * 4);
+      memcpy(vref + pr * kvd, row + qd + kvd, (size_t)kvd * 4);
+    }
+    tb tq, tqkv, tk, tv, ttab, tst, tbias;
+    tb_make(g, &tq, (size_t)T * qd * 4, KS_MEM_DEVICE);
+    tb_make(g, &tqkv, (size_t)T * width * 4, KS_MEM_DEVICE);
+    tb_make(g, &tk, pool * 4, KS_MEM_DEVICE);
+    tb_make(g, &tv, pool * 4, KS_MEM_DEVICE);
+    tb_make(g, &ttab, (size_t)nb * 4, KS_MEM_HOST);
+    tb_make(g, &tst, sizeof(ks_step), KS_MEM_HOST);
+    tb_make(g, &tbias, (size_t)width * 4, KS_MEM_DEVICE);
+    tb_poison(g, &tq, POISON_NAN);
+    tb_poison(g, &tk, POISON_NAN);
+    tb_poison(g, &tv, POISON_NAN);
+    float *fill = malloc(pool * 4);
+    REQUIRE(fill);
+    for (size_t i = 0; i < pool; i++) fill[i] = -3.0f;
+    tb_put(g, &tk, fill);
+    tb_put(g, &tv, fill);
+    free(fill);
+    tb_put(g, &tqkv, qkv);
+    tb_put(g, &ttab, table);
+    ks_step step = {.pos0 = (uint32_t)pos0};
+    tb_put(g, &tst, &step);
+    tb_put(g, &tbias, bias);
+    REQUIRE(gpu_cmd_begin(c) == KS_OK);
+    op_rope_kv(c, tb_ref(&tq), tb_ref(&tqkv), tb_ref(&tk), tb_ref(&tv), tb_ref(&ttab),
+               tb_ref(&tst), has_bias ? tb_ref(&tbias) : (ks_bref){NULL, 0}, T, H, KH, hd, base,
+               neox, NULL);
+    run_cmd(c, "rope_kv");
+    tb_get(g, &tq, qgot, "rope_kv q");
+    tb_get(g, &tk, kgot, "rope_kv k pool");
+    tb_get(g, &tv, vgot, "rope_kv v pool");
+    char what[112];
+    snprintf(what, sizeof what, "rope_kv n_tok=%d heads=%d/%d head_dim=%d %s pos0=%d%s", T, H, KH,
+             hd, neox ? "neox" : "norm", pos0, has_bias ? " bias" : "");
+    compare(what, qgot, qref, (size_t)T * qd, 1e-5);
+    compare("  k rows in the pool (others untouched)", kgot, kref, pool, 1e-5);
+    int vsame = memcmp(vgot, vref, pool * 4) == 0;
+    printf("  %-58s %s\n", "  v rows in the pool (others untouched)", vsame ? "exact" : "DIFFERENT");
+    CHECK_MSG(vsame, "%s: v pool differs", what);
+    tb *all[] = {&tq, &tqkv, &tk, &tv, &ttab, &tst, &tbias};
+    for (size_t i = 0; i < KS_ARRAY_LEN(all); i++) tb_free(g, all[i]);
+    free(qkv);
+    free(bias);
+    free(table);
+    free(kref);
+    free(vref);
+    free(qref);
+    free(kgot);
+    free(vgot);
+    free(qgot);
+    free(row);
+  }
+}
+
 /* ---------------------------------------------------------------- kv_write + attention */
 
 static void test_attention(ks_gpu *g, ks_cmd *c, int n_head, int n_kv, int hd, int pos0, int T,
@@ -492,8 +748,8 @@ static void test_attention(ks_gpu *g, ks_cmd *c, int n_head, int n_kv, int hd, i
 
   const uint64_t pool = (uint64_t)n_blocks * KS_KV_BLOCK * kvd * 4;
   tb tk, tv, tks, tvs, tq, to, tp, ttab, tst;
-  tb_make(g, &tk, pool, KS_MEM_DEVICE);
-  tb_make(g, &tv, pool, KS_MEM_DEVICE);
+  tb_make16(g, &tk, pool, KS_MEM_DEVICE);
+  tb_make16(g, &tv, pool, KS_MEM_DEVICE);
   tb_make(g, &tks, (size_t)P * kvd * 4, KS_MEM_DEVICE);
   tb_make(g, &tvs, (size_t)P * kvd * 4, KS_MEM_DEVICE);
   tb_make(g, &tq, (size_t)T * qd * 4, KS_MEM_DEVICE);
@@ -725,9 +981,17 @@ static void test_device(int d, int n_dev) {
   setenv("KVSCOPE_MAX_BUFFER_RANGE", "4096", 1);
   ks_gpu *g2 = ks_test_gpu(d);
   unsetenv("KVSCOPE_MAX_BUFFER_RANGE");
-  ks_cmd *c, *c2;
+  /* and one whose matrix kernels sum through shared memory instead of subgroup shuffles */
+  setenv("KVSCOPE_NO_SUBGROUP", "1", 1);
+  ks_gpu *g3 = ks_test_gpu(d);
+  unsetenv("KVSCOPE_NO_SUBGROUP");
+  ks_cmd *c, *c2, *c3;
   REQUIRE(gpu_cmd_create(g, &c) == KS_OK);
   REQUIRE(gpu_cmd_create(g2, &c2) == KS_OK);
+  REQUIRE(gpu_cmd_create(g3, &c3) == KS_OK);
+  CHECK(!gpu_matmul_subgroup(g3));
+  if (!gpu_matmul_subgroup(g))
+    printf("  (no subgroup shuffles on this device: both contexts use the shared-memory sums)\n");
 
   double t0 = ks_now_sec();
   test_elementwise(g, c);
@@ -735,7 +999,9 @@ static void test_device(int d, int n_dev) {
   test_embed(g, c);
   test_matmul(g, c);
   test_slices(g, c, g2, c2);
+  test_matmul_fused(g, c, g3, c3);
   test_rope(g, c);
+  test_rope_kv(g, c);
   /* heads/kv heads/head_dim, pos0, n_tok: stories260K-like GQA, bigger heads, head_dim 256,
    * decode over several 64-key chunks, and a batch of 37 checked against replayed decode */
   test_attention(g, c, 8, 4, 8, 0, 37, 1);
@@ -749,6 +1015,10 @@ static void test_device(int d, int n_dev) {
 
   gpu_cmd_destroy(c);
   gpu_cmd_destroy(c2);
+  gpu_cmd_destroy(c3);
+  CHECK_MSG(gpu_live_allocations(g3) == 0, "%lld allocations alive after teardown (no subgroup)",
+            (long long)gpu_live_allocations(g3));
+  gpu_destroy(g3);
   CHECK_MSG(gpu_live_allocations(g) == 0, "%lld allocations alive after teardown",
             (long long)gpu_live_allocations(g));
   CHECK_MSG(gpu_live_allocations(g2) == 0, "%lld allocations alive after teardown (sliced)",

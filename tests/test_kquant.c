@@ -238,6 +238,13 @@ static void reg_make(ks_gpu *g, reg *r, uint64_t bytes, ks_mem kind) {
   REQUIRE(gpu_buf_create(g, &r->b, r->off + bytes + GUARD, kind) == KS_OK);
   REQUIRE(gpu_fill_u32(g, &r->b, 0, r->b.size & ~3ull, POISON) == KS_OK);
 }
+/* matrix inputs start at a multiple of 16 bytes (op_matmul_ex reads rows as vec4) */
+static void reg_make16(ks_gpu *g, reg *r, uint64_t bytes, ks_mem kind) {
+  r->off = (k_offsets[g_off_i++ % KS_ARRAY_LEN(k_offsets)] + 15) & ~15ull;
+  r->bytes = bytes;
+  REQUIRE(gpu_buf_create(g, &r->b, r->off + bytes + GUARD, kind) == KS_OK);
+  REQUIRE(gpu_fill_u32(g, &r->b, 0, r->b.size & ~3ull, POISON) == KS_OK);
+}
 static ks_bref reg_at(const reg *r, uint64_t byte) { return ks_ref(&r->b, r->off + byte); }
 static void reg_put(ks_gpu *g, reg *r, const void *data) {
   REQUIRE(gpu_upload(g, &r->b, r->off, data, r->bytes) == KS_OK);
@@ -327,7 +334,7 @@ static float *gpu_matmul(ks_gpu *g, ks_cmd *c, const ks_tensor *w, const float *
   if (n_slices) *n_slices = gt.n_slices;
   int64_t K = w->ne[0], N = w->ne[1];
   reg rx, ro, r1;
-  reg_make(g, &rx, (uint64_t)T * K * 4, KS_MEM_DEVICE);
+  reg_make16(g, &rx, (uint64_t)T * K * 4, KS_MEM_DEVICE);
   reg_make(g, &ro, (uint64_t)T * N * 4, KS_MEM_DEVICE);
   reg_put(g, &rx, x);
   REQUIRE(gpu_cmd_begin(c) == KS_OK);
