@@ -45,7 +45,7 @@ void forward_destroy(ks_forward *f) {
   free(f->layers);
   if (!f->output_is_embd) gpu_tensor_free(g, &f->output);
   gpu_tensor_free(g, &f->tok_embd);
-  ks_buf *bufs[] = {&f->table_dev, &f->step_dev, &f->norms, &f->table, &f->x,      &f->qkv,  &f->q,    &f->att,
+  ks_buf *bufs[] = {&f->att_part, &f->table_dev, &f->step_dev, &f->norms, &f->table, &f->x,      &f->qkv,  &f->q,    &f->att,
                     &f->hb,    &f->hb2,   &f->logits, &f->tokens, &f->step, &f->probs};
   for (size_t i = 0; i < KS_ARRAY_LEN(bufs); i++) gpu_buf_destroy(g, bufs[i]);
   free(f);
@@ -148,6 +148,8 @@ static ks_status create_inner(ks_forward *f) {
   CHECK_ST(gpu_buf_create(g, &f->qkv, B * (qd + 2 * kvd) * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->q, B * qd * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->att, B * qd * 4, KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->att_part, gpu_attention_part_bytes(c->n_head, c->head_dim, f->n_ctx),
+                          KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->hb, B * (uint64_t)c->hidden_dim * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->hb2, B * (uint64_t)c->hidden_dim * 4, KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->logits, logit_bytes, KS_MEM_HOST));
@@ -176,6 +178,12 @@ ks_status forward_create(ks_forward **out, ks_gpu *gpu, const ks_model *m, int n
   f->n_blocks = n_blocks ? n_blocks : (n_ctx + KS_KV_BLOCK - 1) / KS_KV_BLOCK;
   f->watch_layer = -1;
   f->decode_watch_layer = -1;
+  /* Decode splits attention over the context (a workgroup per 64-key chunk, then a fold: one
+   * more dispatch a layer) from this position on; below it one workgroup per head walks the
+   * keys. Both give the same bits. KVSCOPE_ATTN_SPLIT_FROM=N moves the switch (0: always). */
+  f->split_from = 192;
+  const char *sf = getenv("KVSCOPE_ATTN_SPLIT_FROM");
+  if (sf && *sf) f->split_from = atoi(sf);
   ks_status st = create_inner(f);
   if (st != KS_OK) {
     forward_destroy(f);
@@ -238,7 +246,7 @@ ks_status forward_write_block(ks_forward *f, uint32_t block, const void *src) {
  * Per layer, six dispatches with a barrier after each: q|k|v product with the attention norm
  * fused in; RoPE + bias + K/V write; attention; output product added into the residual; gate|up
  * product with the FFN norm and SwiGLU fused in; down product added into the residual. */
-static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {
+static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int split) {
   const ks_config *c = &f->m->cfg;
   const uint64_t dimb = (uint64_t)c->dim * 4;
   const uint32_t qd = (uint32_t)q_dim(c), kvd = (uint32_t)kv_dim(c);
@@ -268,9 +276,10 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows) {
     gpu_cmd_barrier(cmd);
     ks_bref probs = {NULL, 0};
     if (l == f->watch_layer) probs = ks_ref(&f->probs, 0);
-    op_attention(cmd, ks_ref(&f->att, 0), ks_ref(&f->q, 0), ks_ref(&f->k_pool[l], 0),
-                 ks_ref(&f->v_pool[l], 0), table, step, n, c->n_head, c->n_kv_head, c->head_dim,
-                 probs, f->n_ctx);
+    op_attention_ex(cmd, ks_ref(&f->att, 0), ks_ref(&f->q, 0), ks_ref(&f->k_pool[l], 0),
+                    ks_ref(&f->v_pool[l], 0), table, step, n, c->n_head, c->n_kv_head,
+                    c->head_dim, probs, f->n_ctx,
+                    split ? ks_ref(&f->att_part, 0) : (ks_bref){NULL, 0}, f->n_ctx);
     gpu_cmd_barrier(cmd);
     ks_matmul_opts add = {.add = 1};
     op_matmul_ex(cmd, ks_ref(&f->x, 0), ks_ref(&f->att, 0), &L->wo, n, &add);
@@ -315,9 +324,12 @@ static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, fl
   ks_cmd *cmd;
   if (n == 1) {
     cmd = f->cmd_decode;
-    if (!f->decode_recorded || f->decode_watch_layer != f->watch_layer) {
+    const int split = pos0 >= f->split_from;
+    if (!f->decode_recorded || f->decode_watch_layer != f->watch_layer ||
+        f->decode_split != split) {
       CHECK_ST(gpu_cmd_begin(cmd));
-      record_graph(f, cmd, 1, 1);
+      record_graph(f, cmd, 1, 1, split);
+      f->decode_split = split;
       CHECK_ST(gpu_cmd_end(cmd));
       f->decode_recorded = 1;
       f->decode_watch_layer = f->watch_layer;
@@ -328,7 +340,7 @@ static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, fl
   } else {
     cmd = f->cmd_prefill;
     CHECK_ST(gpu_cmd_begin(cmd));
-    record_graph(f, cmd, n, rows);
+    record_graph(f, cmd, n, rows, 0);
     CHECK_ST(gpu_cmd_end(cmd));
   }
   CHECK_ST(gpu_cmd_submit(cmd));

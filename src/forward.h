@@ -44,6 +44,7 @@ typedef struct {
   ks_buf qkv;                     /* (max_batch, q_dim + 2 kv_dim) the q|k|v product */
   ks_buf q;                       /* (max_batch, q_dim) rotated queries */
   ks_buf att;                     /* (max_batch, q_dim) attention output */
+  ks_buf att_part;                /* decode attention's per-chunk partials (op_attention_ex) */
   ks_buf hb, hb2;                 /* (max_batch, hidden_dim) */
   ks_buf logits;                  /* (max_batch, vocab) f32, host-visible */
   ks_buf tokens;                  /* (max_batch) u32, host-visible */
@@ -53,6 +54,8 @@ typedef struct {
   int decode_recorded;
   int watch_layer;                /* layer whose attention rows are exported; -1: none */
   int decode_watch_layer;         /* watch_layer the decode buffer was recorded with */
+  int decode_split;               /* the decode buffer splits attention over the context */
+  int split_from;                 /* positions from which decode splits attention (see forward.c) */
   unsigned step_delay_us;         /* tests only: a pause before each prefill chunk and decode
                                    * step, so signal tests can land mid-work on a fast GPU */
   ks_fwd_counters counters;

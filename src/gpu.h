@@ -209,6 +209,13 @@ void op_kv_write(ks_cmd *c, ks_bref cache, ks_bref src, ks_bref table, ks_bref s
 void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
                   ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
                   int head_dim, ks_bref probs, int probs_stride);
+/* op_attention, and with part.b != NULL and one token, split over the context: one workgroup
+ * per 64-key chunk writes a partial into part (gpu_attention_part_bytes for positions up to
+ * max_pos), then one per head folds them; the same bits as the unsplit kernel. */
+void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
+                     ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
+                     int head_dim, ks_bref probs, int probs_stride, ks_bref part, int max_pos);
+uint64_t gpu_attention_part_bytes(int n_head, int head_dim, int max_pos);
 /* out (n) = silu(gate) * up */
 void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n);
 /* x (n_tok, n) += b (n) on every row (the q/k/v biases of qwen2) */

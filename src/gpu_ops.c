@@ -595,11 +595,12 @@ typedef struct {
 _Static_assert(sizeof(pc_kv_write) == 28, "kv_write.comp push constants");
 
 typedef struct {
-  uint32_t o_out, o_q, o_k, o_v, o_table, o_step, o_probs;
+  uint32_t o_out, o_q, o_k, o_v, o_table, o_step, o_probs, o_part;
   uint32_t n_tok, n_head, group, head_dim, kv_dim, probs_stride, has_probs;
   float sqrt_hd;
+  uint32_t phase, n_chunk_max;
 } pc_attention;
-_Static_assert(sizeof(pc_attention) == 60 && sizeof(pc_attention) <= 128,
+_Static_assert(sizeof(pc_attention) == 72 && sizeof(pc_attention) <= 128,
                "attention.comp push constants");
 
 typedef struct {
@@ -930,9 +931,21 @@ void op_rope_kv(ks_cmd *c, ks_bref q, ks_bref qkv, ks_bref kpool, ks_bref vpool,
   dispatch(c, op, "rope_kv", spec, 1, b, 8, &pc, sizeof pc, gx, gy, 1);
 }
 
+uint64_t gpu_attention_part_bytes(int n_head, int head_dim, int max_pos) {
+  uint64_t chunks = ((uint64_t)(max_pos > 0 ? max_pos : 1) + WG_ATTN - 1) / WG_ATTN;
+  return (uint64_t)n_head * chunks * (uint64_t)(head_dim + 2) * 4;
+}
+
 void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
                   ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
                   int head_dim, ks_bref probs, int probs_stride) {
+  op_attention_ex(c, out, q, kcache, vcache, table, step, n_tok, n_head, n_kv_head, head_dim,
+                  probs, probs_stride, (ks_bref){NULL, 0}, 0);
+}
+
+void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
+                     ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
+                     int head_dim, ks_bref probs, int probs_stride, ks_bref part, int max_pos) {
   const char *op = "op_attention";
   if (c->status != KS_OK || n_tok <= 0) return;
   if (n_head <= 0 || n_kv_head <= 0 || n_head % n_kv_head || head_dim <= 0 ||
@@ -951,7 +964,13 @@ void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vca
     cmd_fail(c, KS_ERR_ARG, "%s: probs_stride %d", op, probs_stride);
     return;
   }
+  const int split = part.b != NULL && n_tok == 1;
+  if (part.b && max_pos <= 0) {
+    cmd_fail(c, KS_ERR_ARG, "%s: split over the context needs the largest position count", op);
+    return;
+  }
   uint64_t qbytes = (uint64_t)n_tok * n_head * head_dim * 4;
+  uint32_t n_chunk = (uint32_t)(((uint64_t)(max_pos > 0 ? max_pos : 1) + WG_ATTN - 1) / WG_ATTN);
   pc_attention pc = {
       .n_tok = (uint32_t)n_tok,
       .n_head = (uint32_t)n_head,
@@ -961,14 +980,30 @@ void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vca
       .probs_stride = (uint32_t)(has_probs ? probs_stride : 0),
       .has_probs = (uint32_t)has_probs,
       .sqrt_hd = sqrtf((float)head_dim),
+      .phase = 2,
+      .n_chunk_max = split ? n_chunk : 0,
   };
   _Static_assert(WG_ATTN >= 64, "attention.comp: a 256-wide head needs 64 lanes of vec4");
   uint32_t spec[1] = {WG_ATTN};
-  /* Without probs, binding 6 is the output again: the shader never touches it. The probs
-   * region's extent depends on the position (read on the GPU), so it is bound to the end. */
-  ks_bind b[7] = {bind(out, qbytes), bind(q, qbytes), bind(kcache, 0), bind(vcache, 0),
-                  bind(table, 0), bind(step, 4), has_probs ? bind(probs, 0) : bind(out, 4)};
-  dispatch(c, op, "attention", spec, 1, b, 7, &pc, sizeof pc, (uint32_t)n_head, (uint32_t)n_tok, 1);
+  /* Without probs, binding 6 is the output again: the shader never touches it; the same for
+   * binding 7 without a split. The probs region's extent depends on the position (read on the
+   * GPU), so it is bound to the end. */
+  ks_bind b[8] = {bind(out, qbytes), bind(q, qbytes), bind(kcache, 0), bind(vcache, 0),
+                  bind(table, 0), bind(step, 4), has_probs ? bind(probs, 0) : bind(out, 4),
+                  split ? bind(part, gpu_attention_part_bytes(n_head, head_dim, max_pos))
+                        : bind(out, 4)};
+  if (!split) {
+    dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head,
+             (uint32_t)n_tok, 1);
+    return;
+  }
+  /* one token: every chunk of its keys in its own workgroup, then one workgroup per head folds
+   * them (the chunks past the position return at once) */
+  pc.phase = 0;
+  dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head, 1, n_chunk);
+  gpu_cmd_barrier(c);
+  pc.phase = 1;
+  dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head, 1, 1);
 }
 
 void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n) {

@@ -672,7 +672,9 @@ static void check_fused(ctx *x) {
                 else if (mode == FU_SWIGLU) ref_swiglu(r, &p[j], &p[N + j], 1);
                 else *r = p[j];
               }
-            check_exact(x, "fused", name, one, got, (size_t)T * N, st1,
+            char n1[160];
+            snprintf(n1, sizeof n1, "%s (batch vs 1 token)", name);
+            check_exact(x, "fused", n1, one, got, (size_t)T * N, st1,
                         "the batched rows (decode build, one token at a time)");
             check_close(x, "fused", name, got, ref, (size_t)T * N, 1e-5, 0, st);
             if (have_nosg) {
@@ -959,9 +961,10 @@ static void attention_case(ctx *x, const att_case *a) {
   if (a->invariance) {
     /* Decode-style: one query row per submission, one recorded command replayed after the host
      * rewrites q and step.pos0; every row must equal the batched row bit for bit. */
-    snprintf(name, sizeof name, "attention %s: batch vs replayed decode", base);
+    snprintf(name, sizeof name, "attention %s: batch vs replayed split decode", base);
     ks_cmd *c1 = NULL;
-    reg rq1, ro1, rp1, rs1;
+    reg rq1, ro1, rp1, rs1, rpart;
+    memset(&rpart, 0, sizeof rpart);
     memset(&rq1, 0, sizeof rq1);
     memset(&ro1, 0, sizeof ro1);
     memset(&rp1, 0, sizeof rp1);
@@ -971,11 +974,15 @@ static void attention_case(ctx *x, const att_case *a) {
              reg_new(x, &rq1, (uint64_t)qd * 4, KS_MEM_DEVICE, NULL) &&
              reg_new(x, &ro1, (uint64_t)qd * 4, KS_MEM_DEVICE, NULL) &&
              reg_new(x, &rp1, (uint64_t)a->n_head * stride * 4, KS_MEM_HOST, NULL) &&
-             reg_new(x, &rs1, sizeof(ks_step), KS_MEM_HOST, NULL) && gpu_cmd_begin(c1) == KS_OK;
+             reg_new(x, &rs1, sizeof(ks_step), KS_MEM_HOST, NULL) &&
+             reg_new(x, &rpart, gpu_attention_part_bytes(a->n_head, a->head_dim, stride),
+                     KS_MEM_DEVICE, NULL) &&
+             gpu_cmd_begin(c1) == KS_OK;
     int st1 = 0;
-    if (ok) {
-      op_attention(c1, at(&ro1, 0), at(&rq1, 0), at(&rk, 0), at(&rv, 0), at(&rt, 0), at(&rs1, 0),
-                   1, a->n_head, a->n_kv, a->head_dim, at(&rp1, 0), stride);
+    if (ok) { /* each 64-key chunk in its own workgroup, then the fold: decode's path */
+      op_attention_ex(c1, at(&ro1, 0), at(&rq1, 0), at(&rk, 0), at(&rv, 0), at(&rt, 0),
+                      at(&rs1, 0), 1, a->n_head, a->n_kv, a->head_dim, at(&rp1, 0), stride,
+                      at(&rpart, 0), stride);
       ok = gpu_cmd_end(c1) == KS_OK;
     }
     for (int i = 0; ok && i < T; i++) {
@@ -994,6 +1001,7 @@ static void attention_case(ctx *x, const att_case *a) {
     reg_free(x, &ro1);
     reg_free(x, &rp1);
     reg_free(x, &rs1);
+    reg_free(x, &rpart);
     gpu_cmd_destroy(c1);
   }
 done:

@@ -71,7 +71,10 @@ static float *all_logits(ks_gpu *g, const ks_model *m, const int *seq, int n, in
   REQUIRE(lg);
   /* chunks of `batch` through the prefill path, except batch 1 = the replayed decode path */
   REQUIRE(forward_eval(f, seq, n, 0, lg, 1) == KS_OK);
-  if (batch == 1) CHECK(f->counters.decode_replays == (uint64_t)n - 1);
+  /* decode is recorded again once, where attention starts to split over the context */
+  if (batch == 1)
+    CHECK(f->counters.decode_records == 1u + (n > f->split_from) &&
+          f->counters.decode_records + f->counters.decode_replays == (uint64_t)n);
   forward_destroy(f);
   return lg;
 }
@@ -140,6 +143,34 @@ static void decode_writes_one_row(ks_gpu *g, const ks_model *m, const ks_ref_onc
   free(before);
   free(after);
   forward_destroy(f);
+}
+
+/* Decode with attention split over the context (every position) and unsplit (never): the same
+ * logits bit for bit, over every token of the reference sequence. */
+static void decode_split_same_bits(ks_gpu *g, const ks_model *m, const ks_ref_once *r) {
+  const int vocab = m->cfg.vocab_size, n = KS_MIN(r->n_all, CTX);
+  float *a = malloc((size_t)vocab * 4), *b = malloc((size_t)vocab * 4);
+  REQUIRE(a && b);
+  ks_forward *fs, *fu;
+  REQUIRE(forward_create(&fs, g, m, CTX, 64, 0) == KS_OK);
+  REQUIRE(forward_create(&fu, g, m, CTX, 64, 0) == KS_OK);
+  fs->split_from = 0;
+  fu->split_from = CTX + 1;
+  int diff = 0;
+  for (int t = 0; t < n; t++) {
+    REQUIRE(forward_eval(fs, &r->all[t], 1, t, a, 0) == KS_OK);
+    REQUIRE(forward_eval(fu, &r->all[t], 1, t, b, 0) == KS_OK);
+    diff += memcmp(a, b, (size_t)vocab * 4) != 0;
+  }
+  CHECK_MSG(diff == 0, "attention split over the context changed the logits at %d of %d positions",
+            diff, n);
+  CHECK(fs->decode_split == 1 && fu->decode_split == 0);
+  printf("decode with attention split over the context vs not: identical logits over %d positions\n",
+         n);
+  forward_destroy(fs);
+  forward_destroy(fu);
+  free(a);
+  free(b);
 }
 
 /* GGUF: convert to each type, load, run on the GPU, compare. */
@@ -221,6 +252,7 @@ int main(void) {
     forward_destroy(f);
     batch_invariance(g, &m, &r);
     decode_writes_one_row(g, &m, &r);
+    decode_split_same_bits(g, &m, &r);
     gguf_types(g, &m, tp, &r, ks_test_tmpdir("forward_gpu"));
     CHECK_MSG(gpu_live_allocations(g) == 0, "%lld device allocations leaked",
               (long long)gpu_live_allocations(g));

@@ -18,7 +18,8 @@ if grep -q "FAIL" "$TMP/table"; then bad "table has FAIL rows"; else ok "no FAIL
 n_rows=$(grep -cE "\| .* (ok|FAIL) *($|  <-)" "$TMP/table")
 [ "$n_rows" -ge 90 ] && ok "$n_rows check rows" || bad "only $n_rows check rows"
 for pat in "^copy tiny" "^add odd" "^swiglu large" "^rmsnorm large" "^rope neox" "^rope norm far" \
-           "^kv_write K" "^attention long context" "^attention probs" "batch vs replayed decode" \
+           "^kv_write K" "^attention long context" "^attention probs" "batch vs replayed split decode" \
+           "^matmul F16 norm . gate.up swiglu K=[0-9]+ N=19 T=9 \(batch vs 1 token\)" "^rope_kv " \
            "^model: prefill logits vs CPU" "^model: decode-step logits" "^model: greedy tokens" \
            "^model: logits with batch 64 = 7 = 1" "^device memory: allocations alive"; do
   grep -qE "$pat" "$TMP/table" && ok "row /$pat/" || bad "no row /$pat/"
@@ -51,7 +52,7 @@ grep -qE "^matmul Q4_0 odd .*FAIL" "$TMP/f1" && [ "$(grep -cE '^[a-z].*\| .* FAI
   && ok "exactly the faulted row fails" || bad "faulted rows: $(grep -E 'FAIL' "$TMP/f1" | head -5)"
 "$K" selftest --only attention --inject-fault "batch vs replayed" >"$TMP/f2" 2>&1
 rc=$?
-grep -qE "batch vs replayed decode .*1 diff +FAIL" "$TMP/f2" && [ "$rc" = 1 ] \
+grep -qE "batch vs replayed split decode .*1 diff +FAIL" "$TMP/f2" && [ "$rc" = 1 ] \
   && ok "fault in a bit-exact check: 1 diff, FAIL" || bad "bit-exact fault not caught (exit $rc)"
 "$K" selftest --only model --inject-fault "model: prefill" >"$TMP/f3" 2>&1
 rc=$?
