@@ -10,7 +10,9 @@
  *             file from a newer kvscope is reported as such even if the rest of its layout changed.
  *     8    4  u32 header bytes = 320 (the payload's offset)
  *    12    4  u32 kv_format (KS_KV_FORMAT_*)
- *    16    8  u64 model fingerprint (also the name of the file's directory)
+ *    16    8  u64 model fingerprint; the engine mixes in gpu_numerics_id (device, driver,
+ *             kernel version), so rows from another GPU are never mixed in (also the name of
+ *             the file's directory)
  *    24    8  u64 chain hash of the prefix ending with this block (also the file's name)
  *    32    8  u64 parent chain hash (the prefix before this block)
  *    40    8  u64 payload bytes = 2 * n_layer * block_size * kv_dim * 4 for F32
@@ -564,8 +566,9 @@ static ks_status read_open_file(int fd, const char *path, const ks_block_header 
   /* Identity last: with the checksum good, a mismatch is a real file put in the wrong place, not
    * damage, and the message can say so. */
   if (fh.model_fingerprint != expect->model_fingerprint)
-    return ks_fail(KS_ERR_CACHE, "prompt cache file '%s' belongs to another model (fingerprint "
-                   "%016llx, this model's is %016llx): it was copied or moved; ignoring it", path,
+    return ks_fail(KS_ERR_CACHE, "prompt cache file '%s' belongs to another model or GPU "
+                   "(fingerprint %016llx, this one's is %016llx): it was copied or moved; "
+                   "ignoring it", path,
                    (unsigned long long)fh.model_fingerprint,
                    (unsigned long long)expect->model_fingerprint);
   if (fh.hash != expect->hash)

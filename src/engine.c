@@ -20,6 +20,7 @@ typedef enum { ST_IDLE = 0, ST_PREFILL, ST_DECODE, ST_FINISH } req_state;
 
 struct ks_engine {
   ks_model model;
+  uint64_t cache_tag; /* model fingerprint x gpu_numerics_id: the cache files' tag */
   ks_tokenizer *tok;
   int n_ctx;
   int use_cpu;
@@ -187,6 +188,9 @@ static ks_status create_inner(ks_engine *e, const ks_engine_opts *o) {
   }
   st = gpu_create(&e->gpu, o->device);
   if (st) return st;
+  /* cached K/V are tagged with the model and with what the kernels' bits depend on (device,
+   * driver, kernel version): the cache never hands rows computed elsewhere to a request here */
+  e->cache_tag = e->model.fingerprint ^ (gpu_numerics_id(e->gpu) * 0x9E3779B97F4A7C15ull);
   if (e->copt.dir) {
     st = cache_dir_prepare(e->copt.dir);
     if (st) return st;
@@ -310,7 +314,7 @@ static void load_from_disk(ks_engine *e, int max_blocks) {
     for (int j = 0; j < KS_KV_BLOCK; j++) t[j] = e->toks[i * KS_KV_BLOCK + j];
     uint64_t parent = i ? pcache_block(e->pc, e->seq.blocks[i - 1])->hash : 0;
     ks_block_header want = {0}, got;
-    want.model_fingerprint = e->model.fingerprint;
+    want.model_fingerprint = e->cache_tag;
     want.kv_format = KS_KV_FORMAT_F32;
     want.n_layer = (uint32_t)c->n_layer;
     want.kv_dim = (uint32_t)(c->n_kv_head * c->head_dim);
@@ -476,7 +480,7 @@ static void write_to_disk(ks_engine *e) {
     if (!e->fresh[i]) continue;
     const ks_block *b = pcache_block(e->pc, e->seq.blocks[i]);
     ks_block_header h = {0};
-    h.model_fingerprint = e->model.fingerprint;
+    h.model_fingerprint = e->cache_tag;
     h.kv_format = KS_KV_FORMAT_F32;
     h.n_layer = (uint32_t)c->n_layer;
     h.kv_dim = (uint32_t)(c->n_kv_head * c->head_dim);

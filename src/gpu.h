@@ -106,6 +106,11 @@ ks_status gpu_tensor_upload_concat(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor 
 /* 1 when the matrix kernels sum lanes with subgroup shuffles (the device has them and
  * KVSCOPE_NO_SUBGROUP is not 1), 0 when they use shared memory: the same order of sums. */
 int gpu_matmul_subgroup(const ks_gpu *g);
+/* What the kernels' bits depend on besides the model: the kernel arithmetic's version, the device
+ * and driver, the lanes that share a matrix row. Cached K/V are tagged with it (with the model's
+ * fingerprint), so K/V from another device, driver or kvscope version are never mixed in. The
+ * shared-memory build (KVSCOPE_NO_SUBGROUP) gives the same bits and the same id. */
+uint64_t gpu_numerics_id(const ks_gpu *g);
 /* 1 if op_matmul and op_embed have a kernel for weights of type t: F32, F16, BF16, Q8_0, Q4_0,
  * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K. */
 int gpu_type_supported(ks_type t);

@@ -711,6 +711,19 @@ static uint32_t mm_sg(const ks_gpu *g) {
   return sg;
 }
 
+/* Bumped whenever a kernel's arithmetic (an order of sums, a fusion) changes: K/V written by
+ * another version would not equal what this one computes. */
+#define KS_KERNEL_NUMERICS 2u
+
+uint64_t gpu_numerics_id(const ks_gpu *g) {
+  const uint32_t words[] = {KS_KERNEL_NUMERICS, g->info.vendor_id, g->info.device_id,
+                            g->info.driver_version, mm_sg(g)};
+  uint64_t h = 1469598103934665603ull; /* FNV-1a over the words' bytes */
+  for (size_t i = 0; i < KS_ARRAY_LEN(words); i++)
+    for (int b = 0; b < 4; b++) h = (h ^ ((words[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
+  return h;
+}
+
 int gpu_matmul_subgroup(const ks_gpu *g) {
   return g->info.subgroup_shuffle && !g->no_subgroup;
 }

@@ -994,6 +994,8 @@ static void test_device(int d, int n_dev) {
   REQUIRE(gpu_cmd_create(g2, &c2) == KS_OK);
   REQUIRE(gpu_cmd_create(g3, &c3) == KS_OK);
   CHECK(!gpu_matmul_subgroup(g3));
+  /* the cache's numerics tag: one per device, the same for both builds (same bits) */
+  CHECK(gpu_numerics_id(g) == gpu_numerics_id(g2) && gpu_numerics_id(g) == gpu_numerics_id(g3));
   if (!gpu_matmul_subgroup(g))
     printf("  (no subgroup shuffles on this device: both contexts use the shared-memory sums)\n");
 
