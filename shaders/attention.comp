@@ -5,9 +5,9 @@
 // Keys are taken in chunks of WG (chunk c holds keys c*WG .. c*WG + WG - 1). A chunk's partial
 // (m_c, l_c, acc_c) is computed from scratch: invocation lid scores key c*WG + lid (a dot over
 // the head in dimension order, K read as vec4 in batches of 16 so the loads overlap); m_c is the
-// chunk's max, l_c the sum of exp(s - m_c) in key order; P·V cuts the head into vec4s, one per
-// lane of a lane group (head_dim / 4 lanes), the G groups take keys g, g + G, ... in order and
-// their partials are added in group order. The partials are then folded in chunk order:
+// chunk's max, l_c the sum of exp(s - m_c) by a halving tree over the WG slots (fixed pairs);
+// P·V cuts the head into vec4s, one per lane of a lane group (head_dim / 4 lanes), the G groups
+// take keys g, g + G, ... in order and their partials are added in group order. The partials are then folded in chunk order:
 // M' = max(M, m_c), L' = L e^(M - M') + l_c e^(m_c - M'), likewise the output. Three phases:
 //   0  decode, split over the context: workgroup (h, 0, c) writes chunk c's partial to `part`
 //   1  decode: workgroup (h) folds the partials of the chunks up to p and writes the output
@@ -36,7 +36,8 @@ layout(binding = 6) writeonly buffer Probs { float probs[]; };
 layout(binding = 7) buffer Part { float part[]; }; // per (head, chunk): m, l, then head_dim
 
 shared vec4 qs[MAX_HD / 4u];
-shared float sc[WG];   // chunk scores, then exp(s - m_c)
+shared float sc[WG];   // exp(s - m_c) of the chunk's keys
+shared float red[WG];  // the max and sum trees
 shared uint rowof[WG]; // physical pool row of each key of the chunk
 shared vec4 pv_part[WG]; // P·V partials of the lane groups
 
@@ -75,16 +76,28 @@ void chunk_partial(uint c0, uint p, uint kvoff4, out float m_c, out float l_c, o
     rowof[lid] = row;
     s = score(row, kvoff4);
   }
-  sc[lid] = s;
-  barrier();
   const uint nk = min(WG, p + 1u - c0);
-  float mc = sc[0];
-  for (uint jj = 1u; jj < nk; jj++) mc = max(mc, sc[jj]);
+  // chunk max and sum by halving trees over the WG slots (fixed pairs: lane i takes i + off)
+  red[lid] = s;
   barrier();
-  sc[lid] = j <= p ? exp(s - mc) : 0.0;
+  for (uint off = WG >> 1; off > 0u; off >>= 1) {
+    if (lid < off) red[lid] = max(red[lid], red[lid + off]);
+    barrier();
+  }
+  const float mc = red[0];
   barrier();
-  precise float cs = 0.0;
-  for (uint jj = 0u; jj < nk; jj++) cs += sc[jj];
+  const float e = j <= p ? exp(s - mc) : 0.0;
+  sc[lid] = e;
+  red[lid] = e;
+  barrier();
+  for (uint off = WG >> 1; off > 0u; off >>= 1) {
+    if (lid < off) {
+      precise float t = red[lid] + red[lid + off];
+      red[lid] = t;
+    }
+    barrier();
+  }
+  const float cs = red[0];
   if (grp < G) {
     precise vec4 pv = vec4(0.0);
     for (uint k0 = grp; k0 < nk; k0 += 8u * G) {

@@ -21,6 +21,9 @@
 //   EPI_ADD     y += result (the residual add)
 //   EPI_SWIGLU  W is [gate; up] with pc.split gate rows: a group's slots are R/2 gate rows and the
 //               R/2 up rows of the same outputs; y = silu(gate) * up
+//   EPI_ROPE    W is [wq; wk; wv]: a group's slots are R/2 pairs of rows (the pairs RoPE turns
+//               together; v in adjacent pairs), each pair rotated as rope_kv.comp does, q written
+//               to y (n_tok, qd), k and v into the paged pools at positions step.pos0 + t
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #if KS_SUBGROUP
@@ -48,18 +51,42 @@ const uint RT2 = RT + TT; // the dot products and the input rows' sums of square
 #define NORM_IN 1u
 #define EPI_ADD 2u
 #define EPI_SWIGLU 4u
+#define EPI_ROPE 8u
+#define KV_BLOCK 16u
 
 layout(push_constant) uniform PC {
-  uint o_out, o_x, o_w, o_nw; // word offsets (o_w is 0: slices are bound at offset 0)
+  uint o_out, o_x, o_w, o_nw; // word offsets of bindings 0-7 (o_w is 0: slices are bound at 0)
+  uint o_k, o_v, o_st, o_f;
   uint K, N;                  // row length; out row stride
   uint row0, rows;            // this slice: first output row, rows of the slice (SWIGLU: gate rows)
   uint n_tok, row_bytes;      // tokens; bytes of one weight row (quantised types)
   uint flags;
   float eps;
+  uint qd, kvd, head_dim, neox; // EPI_ROPE
 } pc;
 layout(binding = 0) buffer Out { float y[]; };
 layout(binding = 1) readonly buffer X { vec4 x4[]; };
 layout(binding = 3) readonly buffer NW { vec4 nw4[]; };
+layout(binding = 4) writeonly buffer KP { float kp[]; };
+layout(binding = 5) writeonly buffer VP { float vp[]; };
+layout(binding = 6) readonly buffer ST { uint st[]; }; // ks_step (4 words), then the block table
+layout(binding = 7) readonly buffer F { float freq[]; };
+
+// EPI_ROPE: the two rows (columns of q|k|v) of pair c, as rope_kv.comp numbers them
+void rope_pair(uint c, out uint e0, out uint e1, out uint j) {
+  const uint half_dim = pc.head_dim / 2u;
+  j = 0u;
+  if (c >= (pc.qd + pc.kvd) / 2u) {
+    e0 = pc.qd + pc.kvd + 2u * (c - (pc.qd + pc.kvd) / 2u);
+    e1 = e0 + 1u;
+  } else {
+    uint hc = c < pc.qd / 2u ? c : c - pc.qd / 2u;
+    uint base = (c < pc.qd / 2u ? 0u : pc.qd) + (hc / half_dim) * pc.head_dim;
+    j = hc % half_dim;
+    e0 = pc.neox != 0u ? base + j : base + 2u * j;
+    e1 = pc.neox != 0u ? e0 + half_dim : e0 + 1u;
+  }
+}
 
 #if WTYPE == 0
 layout(binding = 2) readonly buffer W { vec4 wf4[]; };
@@ -193,8 +220,8 @@ void main() {
   if (use_sg) lid = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
 #endif
   const uint lane = lid % LPR, grp = lid / LPR; // lane within the row group (subgroup-major)
-  const bool swiglu = (pc.flags & EPI_SWIGLU) != 0u;
-  const uint outs = swiglu ? R / 2u : R;          // output rows per group
+  const bool swiglu = (pc.flags & EPI_SWIGLU) != 0u, rope = (pc.flags & EPI_ROPE) != 0u;
+  const uint outs = swiglu || rope ? R / 2u : R; // outputs (rope: pairs) per group
   const uint obase = (gl_WorkGroupID.x * NGR + grp) * outs;
   const uint tbase = gl_WorkGroupID.y * TT;
   const uint nt = min(TT, pc.n_tok - tbase);
@@ -209,6 +236,11 @@ void main() {
   uint wrow[R];
   [[unroll]] for (uint s = 0u; s < R; s++) {
     uint r = swiglu ? (s < outs ? obase + s : pc.rows + obase + s - outs) : obase + s;
+    if (rope) {
+      uint e0, e1, j;
+      rope_pair(min(obase + s / 2u, pc.rows / 2u - 1u), e0, e1, j);
+      r = (s & 1u) == 0u ? e0 : e1;
+    }
     wrow[s] = min(r, wrows - 1u);
   }
 
@@ -261,6 +293,41 @@ void main() {
     }
   }
 
+  if (rope) {
+    [[unroll]] for (uint s = 0u; s < outs; s++) {
+      [[unroll]] for (uint t = 0u; t < TT; t++) {
+        const uint c = obase + s;
+        if (t < nt && c < pc.rows / 2u && (s * TT + t) % LPR == lane) {
+          uint e0, e1, j;
+          rope_pair(c, e0, e1, j);
+          float x0 = v[(2u * s) * TT + t], x1 = v[(2u * s + 1u) * TT + t];
+          const uint pos = st[pc.o_st] + tbase + t;
+          if (e0 < pc.qd + pc.kvd) { // q and k turn; v pairs are copied
+            precise float val = float(pos) * freq[pc.o_f + j];
+            precise float kk = round(val * 0.15915494309189535);
+            precise float rr = (val - kk * 6.28125) - kk * 0.0019353071795864769;
+            float cs = cos(rr), sn = sin(rr);
+            precise float y0 = x0 * cs - x1 * sn;
+            precise float y1 = x0 * sn + x1 * cs;
+            x0 = y0;
+            x1 = y1;
+          }
+          const uint prow = st[pc.o_st + 4u + pos / KV_BLOCK] * KV_BLOCK + pos % KV_BLOCK;
+          if (e0 < pc.qd) {
+            y[pc.o_out + (tbase + t) * pc.qd + e0] = x0;
+            y[pc.o_out + (tbase + t) * pc.qd + e1] = x1;
+          } else if (e0 < pc.qd + pc.kvd) {
+            kp[pc.o_k + prow * pc.kvd + e0 - pc.qd] = x0;
+            kp[pc.o_k + prow * pc.kvd + e1 - pc.qd] = x1;
+          } else {
+            vp[pc.o_v + prow * pc.kvd + e0 - pc.qd - pc.kvd] = x0;
+            vp[pc.o_v + prow * pc.kvd + e1 - pc.qd - pc.kvd] = x1;
+          }
+        }
+      }
+    }
+    return;
+  }
   [[unroll]] for (uint s = 0u; s < outs; s++) {
     [[unroll]] for (uint t = 0u; t < TT; t++) {
       if (t < nt && obase + s < pc.rows && (s * TT + t) % LPR == lane) {

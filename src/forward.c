@@ -45,7 +45,7 @@ void forward_destroy(ks_forward *f) {
   free(f->layers);
   if (!f->output_is_embd) gpu_tensor_free(g, &f->output);
   gpu_tensor_free(g, &f->tok_embd);
-  ks_buf *bufs[] = {&f->att_part, &f->table_dev, &f->step_dev, &f->norms, &f->table, &f->x,      &f->qkv,  &f->q,    &f->att,
+  ks_buf *bufs[] = {&f->att_part, &f->steptab_dev, &f->norms, &f->table, &f->x,      &f->qkv,  &f->q,    &f->att,
                     &f->hb,    &f->hb2,   &f->logits, &f->tokens, &f->step, &f->probs};
   for (size_t i = 0; i < KS_ARRAY_LEN(bufs); i++) gpu_buf_destroy(g, bufs[i]);
   free(f);
@@ -155,8 +155,8 @@ static ks_status create_inner(ks_forward *f) {
   CHECK_ST(gpu_buf_create(g, &f->logits, logit_bytes, KS_MEM_HOST));
   CHECK_ST(gpu_buf_create(g, &f->tokens, B * 4, KS_MEM_HOST));
   CHECK_ST(gpu_buf_create(g, &f->step, sizeof(ks_step), KS_MEM_HOST));
-  CHECK_ST(gpu_buf_create(g, &f->table_dev, (uint64_t)n_table * 4, KS_MEM_DEVICE));
-  CHECK_ST(gpu_buf_create(g, &f->step_dev, sizeof(ks_step), KS_MEM_DEVICE));
+  CHECK_ST(gpu_buf_create(g, &f->steptab_dev, sizeof(ks_step) + (uint64_t)n_table * 4,
+                          KS_MEM_DEVICE));
   CHECK_ST(gpu_buf_create(g, &f->probs, (uint64_t)c->n_head * f->n_ctx * 4, KS_MEM_HOST));
   CHECK_ST(gpu_cmd_create(g, &f->cmd_prefill));
   CHECK_ST(gpu_cmd_create(g, &f->cmd_decode));
@@ -243,14 +243,17 @@ ks_status forward_write_block(ks_forward *f, uint32_t block, const void *src) {
 
 /* Records the graph for n tokens (tokens buffer and step buffer filled by the host before each
  * submit). logits_rows: 1 = only the last token's logits (into logits row 0), n = every token.
- * Per layer, six dispatches with a barrier after each: q|k|v product with the attention norm
- * fused in; RoPE + bias + K/V write; attention; output product added into the residual; gate|up
- * product with the FFN norm and SwiGLU fused in; down product added into the residual. */
+ * Per layer, five dispatches with a barrier after each: q|k|v product with the attention norm
+ * fused in and RoPE + the K/V write as its epilogue; attention; output product added into the
+ * residual; gate|up product with the FFN norm and SwiGLU fused in; down product added into the
+ * residual. With q/k/v biases (qwen2), or q|k|v not stacked, RoPE + bias + K/V write is a sixth
+ * (op_rope_kv). */
 static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int split) {
   const ks_config *c = &f->m->cfg;
   const uint64_t dimb = (uint64_t)c->dim * 4;
   const uint32_t qd = (uint32_t)q_dim(c), kvd = (uint32_t)kv_dim(c);
-  ks_bref step = ks_ref(&f->step_dev, 0), table = ks_ref(&f->table_dev, 0);
+  _Static_assert(sizeof(ks_step) == 16, "steptab_dev: the table starts 16 bytes in");
+  ks_bref step = ks_ref(&f->steptab_dev, 0), table = ks_ref(&f->steptab_dev, sizeof(ks_step));
   op_copy(cmd, step, ks_ref(&f->step, 0), sizeof(ks_step));
   op_copy(cmd, table, ks_ref(&f->table, 0), f->table.size);
   op_embed(cmd, ks_ref(&f->x, 0), &f->tok_embd, ks_ref(&f->tokens, 0), n);
@@ -258,7 +261,21 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int
   for (int l = 0; l < c->n_layer; l++) {
     ks_fwd_layer *L = &f->layers[l];
     ks_matmul_opts norm = {.norm_w = ks_ref(&f->norms, L->attn_norm_off), .eps = c->norm_eps};
-    if (L->wqkv.n_slices) {
+    /* rope_factors NULL: no rope scaling */
+    const int fused_rope = L->wqkv.n_slices && !L->bias.buf && !f->no_fused_rope;
+    if (fused_rope) { /* one product with RoPE and the K/V write in it */
+      ks_rope_opts rope = {.kpool = ks_ref(&f->k_pool[l], 0),
+                           .vpool = ks_ref(&f->v_pool[l], 0),
+                           .steptab = step,
+                           .n_head = c->n_head,
+                           .n_kv_head = c->n_kv_head,
+                           .head_dim = c->head_dim,
+                           .neox = c->rope_neox,
+                           .base = c->rope_base,
+                           .factors = f->m->rope_factors};
+      norm.rope = &rope;
+      op_matmul_ex(cmd, ks_ref(&f->q, 0), ks_ref(&f->x, 0), &L->wqkv, n, &norm);
+    } else if (L->wqkv.n_slices) {
       op_matmul_ex(cmd, ks_ref(&f->qkv, 0), ks_ref(&f->x, 0), &L->wqkv, n, &norm);
     } else { /* the parts side by side in the same rows */
       norm.out_stride = qd + 2 * kvd;
@@ -268,12 +285,13 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int
                    &norm);
     }
     gpu_cmd_barrier(cmd);
-    /* rope_factors NULL: no rope scaling */
-    op_rope_kv(cmd, ks_ref(&f->q, 0), ks_ref(&f->qkv, 0), ks_ref(&f->k_pool[l], 0),
-               ks_ref(&f->v_pool[l], 0), table, step,
-               L->bias.buf ? ks_ref(&L->bias, 0) : (ks_bref){NULL, 0}, n, c->n_head,
-               c->n_kv_head, c->head_dim, c->rope_base, c->rope_neox, f->m->rope_factors);
-    gpu_cmd_barrier(cmd);
+    if (!fused_rope) { /* bias, RoPE and the K/V write as their own step */
+      op_rope_kv(cmd, ks_ref(&f->q, 0), ks_ref(&f->qkv, 0), ks_ref(&f->k_pool[l], 0),
+                 ks_ref(&f->v_pool[l], 0), table, step,
+                 L->bias.buf ? ks_ref(&L->bias, 0) : (ks_bref){NULL, 0}, n, c->n_head,
+                 c->n_kv_head, c->head_dim, c->rope_base, c->rope_neox, f->m->rope_factors);
+      gpu_cmd_barrier(cmd);
+    }
     ks_bref probs = {NULL, 0};
     if (l == f->watch_layer) probs = ks_ref(&f->probs, 0);
     op_attention_ex(cmd, ks_ref(&f->att, 0), ks_ref(&f->q, 0), ks_ref(&f->k_pool[l], 0),

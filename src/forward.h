@@ -38,8 +38,9 @@ typedef struct {
   ks_fwd_layer *layers;           /* n_layer */
   ks_buf *k_pool, *v_pool;        /* n_layer each: (n_blocks, KS_KV_BLOCK, kv_dim) f32 */
   ks_buf table;                   /* (n_ctx / KS_KV_BLOCK rounded up) u32 block ids, host-visible */
-  ks_buf table_dev, step_dev;     /* device copies, made at the start of every submission: the
-                                   * kernels read them many times, host memory is far away */
+  ks_buf steptab_dev;             /* device copy of step (16 bytes) then table, made at the start
+                                   * of every submission: kernels read them many times, host
+                                   * memory is far away */
   ks_buf x;                       /* (max_batch, dim) residual stream */
   ks_buf qkv;                     /* (max_batch, q_dim + 2 kv_dim) the q|k|v product */
   ks_buf q;                       /* (max_batch, q_dim) rotated queries */
@@ -56,6 +57,7 @@ typedef struct {
   int decode_watch_layer;         /* watch_layer the decode buffer was recorded with */
   int decode_split;               /* the decode buffer splits attention over the context */
   int split_from;                 /* positions from which decode splits attention (see forward.c) */
+  int no_fused_rope;              /* tests: RoPE + K/V write as op_rope_kv even where it could fuse */
   unsigned step_delay_us;         /* tests only: a pause before each prefill chunk and decode
                                    * step, so signal tests can land mid-work on a fast GPU */
   ks_fwd_counters counters;

@@ -180,11 +180,22 @@ void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_
  * is the distance between output rows, so products can write side by side into one buffer.
  * Input and norm_w must start at a multiple of 16 bytes. Every output row's bits are the same
  * whatever n_tok and the fusions (the sums are fixed in matmul.glsl). */
+/* The q|k|v product's epilogue (ks_matmul_opts.rope): W holds wq, wk, wv stacked (one slice);
+ * the rows are computed in the pairs RoPE turns together, rotated as op_rope_kv does (no bias),
+ * q written to out (n_tok, q_dim), k and v into the pools at positions step.pos0 + i. steptab:
+ * the ks_step, then the block table, 16 bytes after it. */
+typedef struct {
+  ks_bref kpool, vpool, steptab;
+  int n_head, n_kv_head, head_dim, neox;
+  float base;
+  const float *factors; /* rope scaling (head_dim / 2), NULL: none */
+} ks_rope_opts;
 typedef struct {
   ks_bref norm_w;
   float eps;
   int add, swiglu;
   uint32_t out_stride;
+  const ks_rope_opts *rope;
 } ks_matmul_opts;
 void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok,
                   const ks_matmul_opts *o);

@@ -570,11 +570,12 @@ typedef struct {
 _Static_assert(sizeof(pc_rmsnorm) == 20, "rmsnorm.comp push constants");
 
 typedef struct {
-  uint32_t o_out, o_x, o_w, o_nw;
+  uint32_t o_out, o_x, o_w, o_nw, o_k, o_v, o_st, o_f;
   uint32_t K, N, row0, rows, n_tok, row_bytes, flags;
   float eps;
+  uint32_t qd, kvd, head_dim, neox;
 } pc_matmul;
-_Static_assert(sizeof(pc_matmul) == 48, "matmul.glsl push constants");
+_Static_assert(sizeof(pc_matmul) == 80, "matmul.glsl push constants");
 
 typedef struct {
   uint32_t o_q, o_qkv, o_k, o_v, o_table, o_step, o_f, o_bias;
@@ -702,6 +703,7 @@ void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, 
 #define MM_NORM_IN 1u
 #define MM_EPI_ADD 2u
 #define MM_EPI_SWIGLU 4u
+#define MM_EPI_ROPE 8u
 
 /* Lanes per row: the device's subgroup size, at most 32 (a power of two). */
 static uint32_t mm_sg(const ks_gpu *g) {
@@ -728,6 +730,8 @@ int gpu_matmul_subgroup(const ks_gpu *g) {
   return g->info.subgroup_shuffle && !g->no_subgroup;
 }
 
+static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base, const float *factors);
+
 void op_matmul(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok) {
   op_matmul_ex(c, out, x, W, n_tok, NULL);
 }
@@ -752,7 +756,21 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
     cmd_fail(c, KS_ERR_ARG, "%s: input and norm weights must start at a multiple of 16 bytes", op);
     return;
   }
-  uint64_t N = o->swiglu ? rows_all / 2 : rows_all; /* output columns */
+  const ks_rope_opts *rp = o->rope;
+  uint64_t qd = 0, kvd = 0;
+  const ks_buf *freq = NULL;
+  if (rp) {
+    qd = (uint64_t)rp->n_head * rp->head_dim;
+    kvd = (uint64_t)rp->n_kv_head * rp->head_dim;
+    if (W->n_slices != 1 || rows_all != qd + 2 * kvd || rp->head_dim <= 0 || rp->head_dim % 2 ||
+        o->swiglu || o->add || !rp->kpool.b || !rp->vpool.b || !rp->steptab.b) {
+      cmd_fail(c, KS_ERR_ARG, "%s: a fused q|k|v + RoPE product needs one slice of q_dim + "
+                              "2 kv_dim rows, an even head_dim, the pools and the step/table", op);
+      return;
+    }
+    if (!(freq = rope_table(c, rp->head_dim, rp->base, rp->factors))) return;
+  }
+  uint64_t N = o->swiglu ? rows_all / 2 : rp ? qd : rows_all; /* output columns */
   if (o->swiglu && (rows_all % 2 || W->n_slices != 1)) {
     cmd_fail(c, KS_ERR_ARG, "%s: a fused gate|up product needs one slice of 2 x rows", op);
     return;
@@ -764,7 +782,7 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
     return;
   }
   uint32_t flags = (o->norm_w.b ? MM_NORM_IN : 0) | (o->add ? MM_EPI_ADD : 0) |
-                   (o->swiglu ? MM_EPI_SWIGLU : 0);
+                   (o->swiglu ? MM_EPI_SWIGLU : 0) | (rp ? MM_EPI_ROPE : 0);
   const int decode = n_tok == 1;
   uint32_t wgt = MM_WG_TARGET;
   /* tuning (kvscope bench): KVSCOPE_MM_WG=N workgroup size; it never changes a result's bits */
@@ -776,12 +794,13 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   const uint32_t split = K >= 4096 ? 4 : K >= 2048 ? 2 : 1;
   const uint32_t sg = mm_sg(c->g), lpr = sg * split;
   const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
-  const uint32_t outs = o->swiglu ? R / 2 : R;
+  const uint32_t outs = o->swiglu || rp ? R / 2 : R;
   uint32_t spec[3] = {wg, sg, split};
   uint64_t out_bytes = ((uint64_t)n_tok - 1) * stride * 4 + N * 4;
   for (int s = 0; s < W->n_slices; s++) {
     int64_t r0 = (int64_t)s * W->rows_per_slice;
     uint32_t rows = (uint32_t)KS_MIN(W->rows_per_slice, W->ne[1] - r0);
+    const uint32_t outputs = o->swiglu || rp ? rows / 2 : rows; /* rope: row pairs */
     if (o->swiglu) rows /= 2;
     pc_matmul pc = {
         .K = (uint32_t)K,
@@ -792,12 +811,21 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
         .row_bytes = (uint32_t)ks_type_row_bytes(W->type, W->ne[0]),
         .flags = flags,
         .eps = o->eps,
+        .qd = (uint32_t)qd,
+        .kvd = (uint32_t)kvd,
+        .head_dim = rp ? (uint32_t)rp->head_dim : 0,
+        .neox = rp && rp->neox ? 1u : 0u,
     };
-    ks_bind b[4] = {bind(out, out_bytes), bind(x, (uint64_t)n_tok * K * 4),
+    /* bindings 4-7 (pools, step + table, frequencies) are read only with EPI_ROPE; else the
+     * input stands in */
+    ks_bind b[8] = {bind(out, out_bytes), bind(x, (uint64_t)n_tok * K * 4),
                     bind(ks_ref(&W->slices[s], 0), 0),
-                    o->norm_w.b ? bind(o->norm_w, K * 4) : bind(x, 16)};
+                    o->norm_w.b ? bind(o->norm_w, K * 4) : bind(x, 16),
+                    rp ? bind(rp->kpool, 0) : bind(x, 16), rp ? bind(rp->vpool, 0) : bind(x, 16),
+                    rp ? bind(rp->steptab, 0) : bind(x, 16),
+                    rp ? bind(ks_ref(freq, 0), (uint64_t)(rp->head_dim / 2) * 4) : bind(x, 16)};
     uint32_t per_wg = ngr * outs;
-    dispatch(c, op, shader, spec, 3, b, 4, &pc, sizeof pc, (rows + per_wg - 1) / per_wg,
+    dispatch(c, op, shader, spec, 3, b, 8, &pc, sizeof pc, (outputs + per_wg - 1) / per_wg,
              ((uint32_t)n_tok + TT - 1) / TT, 1);
   }
 }

@@ -47,7 +47,7 @@ wb=$(num weights_bytes "$J"); dw=$(num decode_weight_bytes "$J")
 awk -v a="$dw" -v b="$wb" 'BEGIN { exit !(a > b && a < b * 1.01) }' && ok "decode reads the weights once ($dw of $wb bytes)" || bad "decode_weight_bytes $dw vs weights $wb"
 if grep -q '"kernels_measured":true' "$J"; then
   positive "$(num profile_decode_gpu_us "$J")" && positive "$(num profile_prefill_gpu_ms "$J")" && ok "profile totals positive" || bad "profile totals"
-  for op in matmul_qkv rope_kv attention matmul_gate_up matmul_down matmul_output; do
+  for op in matmul_qkv attention matmul_o matmul_gate_up matmul_down matmul_output; do
     grep -qE "\{\"op\":\"$op\",\"decode_dispatches\":[1-9][0-9]*,\"decode_us\":[0-9]*\.[0-9]*[1-9]" "$J" && ok "kernel $op timed" || bad "kernel $op missing or zero: $(grep -o "\"op\":\"$op\"[^}]*" "$J")"
   done
 else

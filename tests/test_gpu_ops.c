@@ -631,6 +631,131 @@ static void test_matmul_fused(ks_gpu *g, ks_cmd *c, ks_gpu *g_nosg, ks_cmd *c_no
   hw_free(&c2);
 }
 
+/* op_matmul_ex's q|k|v epilogue (ks_rope_opts): RMSNorm in, the stacked product, RoPE of q and
+ * k pairs, q out and k, v written into the pools through a scrambled block table; against the
+ * CPU reference, and the batch against token by token (decode build) bit for bit. */
+static void test_matmul_rope(ks_gpu *g, ks_cmd *c) {
+  static const struct {
+    ks_type type;
+    int K, heads, kv_heads, head_dim, neox, pos0, T;
+  } cases[] = {{KS_TYPE_F16, 256, 4, 2, 32, 0, 5, 9},
+               {KS_TYPE_Q8_0, 2048, 2, 1, 64, 1, 30, 3},
+               {KS_TYPE_F32, 172, 3, 3, 8, 1, 0, 17}};
+  for (size_t ci = 0; ci < KS_ARRAY_LEN(cases); ci++) {
+    const int K = cases[ci].K, H = cases[ci].heads, KH = cases[ci].kv_heads;
+    const int hd = cases[ci].head_dim, neox = cases[ci].neox, pos0 = cases[ci].pos0;
+    const int T = cases[ci].T, qd = H * hd, kvd = KH * hd, rows = qd + 2 * kvd;
+    const int nb = (pos0 + T + KS_KV_BLOCK - 1) / KS_KV_BLOCK + 2;
+    const size_t pool = (size_t)nb * KS_KV_BLOCK * kvd;
+    hw w;
+    hw_make(&w, cases[ci].type, K, rows);
+    ks_gpu_tensor gt;
+    REQUIRE(gpu_tensor_upload(g, &gt, &w.t) == KS_OK);
+    float *x = frand((size_t)T * K, 2.0f), *nw = frand((size_t)K, 1.0f);
+    float *xin = malloc((size_t)T * K * 4), *prod = malloc((size_t)T * rows * 4);
+    float *qref = malloc((size_t)T * qd * 4), *kref = malloc(pool * 4), *vref = malloc(pool * 4);
+    uint32_t *stt = malloc(16 + (size_t)nb * 4);
+    REQUIRE(xin && prod && qref && kref && vref && stt);
+    ks_step step = {.pos0 = (uint32_t)pos0};
+    memcpy(stt, &step, 16);
+    for (int i = 0; i < nb; i++) stt[4 + i] = (uint32_t)((nb - 1 - i + 1) % nb);
+    for (int t = 0; t < T; t++) ref_rmsnorm(xin + (size_t)t * K, x + (size_t)t * K, nw, K, 1e-5f);
+    ref_matmul(prod, xin, &w.t, T);
+    for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
+    for (int t = 0; t < T; t++) {
+      float *r = prod + (size_t)t * rows;
+      ref_rope(r, H, hd, pos0 + t, 10000.0f, neox);
+      ref_rope(r + qd, KH, hd, pos0 + t, 10000.0f, neox);
+      memcpy(qref + (size_t)t * qd, r, (size_t)qd * 4);
+      const int p = pos0 + t;
+      const size_t pr = (size_t)stt[4 + p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
+      memcpy(kref + pr * kvd, r + qd, (size_t)kvd * 4);
+      memcpy(vref + pr * kvd, r + qd + kvd, (size_t)kvd * 4);
+    }
+    float *qgot[2], *kgot[2], *vgot[2];
+    for (int one = 0; one < 2; one++) {
+      tb tx, tn, tq, tk, tv, ts;
+      tb_make16(g, &tx, (size_t)T * K * 4, KS_MEM_DEVICE);
+      tb_make16(g, &tn, (size_t)K * 4, KS_MEM_DEVICE);
+      tb_make(g, &tq, (size_t)T * qd * 4, KS_MEM_DEVICE);
+      tb_make16(g, &tk, pool * 4, KS_MEM_DEVICE);
+      tb_make16(g, &tv, pool * 4, KS_MEM_DEVICE);
+      /* one step + table region per token (token t alone runs at pos0 + t), 16-byte aligned */
+      const size_t region = (16 + (size_t)nb * 4 + 15) & ~(size_t)15;
+      tb_make16(g, &ts, region * (size_t)T, KS_MEM_DEVICE);
+      tb_poison(g, &tq, POISON_NAN);
+      tb_put(g, &tx, x);
+      tb_put(g, &tn, nw);
+      float *fill = malloc(pool * 4);
+      uint32_t *regions = calloc((size_t)T, region);
+      REQUIRE(fill && regions);
+      for (size_t i = 0; i < pool; i++) fill[i] = -3.0f;
+      tb_poison(g, &tk, POISON_NAN);
+      tb_poison(g, &tv, POISON_NAN);
+      tb_put(g, &tk, fill);
+      tb_put(g, &tv, fill);
+      free(fill);
+      for (int t = 0; t < T; t++) {
+        uint32_t *r = (uint32_t *)((char *)regions + region * (size_t)t);
+        memcpy(r, stt, 16 + (size_t)nb * 4);
+        r[0] = (uint32_t)(pos0 + (one ? t : 0));
+      }
+      tb_put(g, &ts, regions);
+      free(regions);
+      ks_rope_opts ro = {.kpool = tb_ref(&tk), .vpool = tb_ref(&tv), .steptab = tb_ref(&ts),
+                         .n_head = H, .n_kv_head = KH, .head_dim = hd, .neox = neox,
+                         .base = 10000.0f};
+      ks_matmul_opts o = {.norm_w = tb_ref(&tn), .eps = 1e-5f, .rope = &ro};
+      REQUIRE(gpu_cmd_begin(c) == KS_OK);
+      if (!one) {
+        op_matmul_ex(c, tb_ref(&tq), tb_ref(&tx), &gt, T, &o);
+      } else { /* token by token through the decode build */
+        for (int t = 0; t < T; t++) {
+          ro.steptab = tb_at(&ts, region * (size_t)t);
+          op_matmul_ex(c, tb_at(&tq, (uint64_t)t * qd * 4), tb_at(&tx, (uint64_t)t * K * 4), &gt,
+                       1, &o);
+        }
+      }
+      run_cmd(c, "matmul q|k|v + rope");
+      qgot[one] = malloc((size_t)T * qd * 4);
+      kgot[one] = malloc(pool * 4);
+      vgot[one] = malloc(pool * 4);
+      REQUIRE(qgot[one] && kgot[one] && vgot[one]);
+      tb_get(g, &tq, qgot[one], "rope product q");
+      tb_get(g, &tk, kgot[one], "rope product k");
+      tb_get(g, &tv, vgot[one], "rope product v");
+      tb *all[] = {&tx, &tn, &tq, &tk, &tv, &ts};
+      for (size_t i = 0; i < KS_ARRAY_LEN(all); i++) tb_free(g, all[i]);
+    }
+    char what[112];
+    snprintf(what, sizeof what, "matmul %s q|k|v + rope K=%d heads=%d/%d hd=%d %s pos0=%d T=%d",
+             ks_type_name(cases[ci].type), K, H, KH, hd, neox ? "neox" : "norm", pos0, T);
+    compare(what, qgot[0], qref, (size_t)T * qd, 1e-5);
+    compare("  k rows in the pool (others untouched)", kgot[0], kref, pool, 1e-5);
+    compare("  v rows in the pool (others untouched)", vgot[0], vref, pool, 1e-5);
+    int same = memcmp(qgot[0], qgot[1], (size_t)T * qd * 4) == 0 &&
+               memcmp(kgot[0], kgot[1], pool * 4) == 0 && memcmp(vgot[0], vgot[1], pool * 4) == 0;
+    printf("  %-58s %s\n", "  batch vs token by token (q, k and v pools)",
+           same ? "bit-identical" : "DIFFERENT");
+    CHECK_MSG(same, "%s: a token computed alone differs from the batch", what);
+    for (int one = 0; one < 2; one++) {
+      free(qgot[one]);
+      free(kgot[one]);
+      free(vgot[one]);
+    }
+    free(x);
+    free(nw);
+    free(xin);
+    free(prod);
+    free(qref);
+    free(kref);
+    free(vref);
+    free(stt);
+    gpu_tensor_free(g, &gt);
+    hw_free(&w);
+  }
+}
+
 /* op_rope_kv against the CPU reference: bias, RoPE of q and k, q to its buffer, k and v into the
  * paged pools through a scrambled block table; other pool rows untouched. */
 static void test_rope_kv(ks_gpu *g, ks_cmd *c) {
@@ -1006,6 +1131,7 @@ static void test_device(int d, int n_dev) {
   test_matmul(g, c);
   test_slices(g, c, g2, c2);
   test_matmul_fused(g, c, g3, c3);
+  test_matmul_rope(g, c);
   test_rope(g, c);
   test_rope_kv(g, c);
   /* heads/kv heads/head_dim, pos0, n_tok: stories260K-like GQA, bigger heads, head_dim 256,
