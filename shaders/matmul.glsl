@@ -40,7 +40,7 @@ layout(constant_id = 2) const uint SPLIT = 1; // subgroups of SG lanes that shar
 #if KS_DECODE
 const uint R = 2u, TT = 1u, U = KS_DECODE_U;
 #else
-const uint R = KS_PREFILL_R, TT = 8u, U = 1u;
+const uint R = KS_PREFILL_R, TT = KS_PREFILL_TT, U = 1u;
 #endif
 const uint NSG = WG / SG;
 const uint LPR = SG * SPLIT; // lanes per row

@@ -699,7 +699,10 @@ void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, 
 #define KS_MM_R_PREFILL 4 /* CMake passes KVSCOPE_PREFILL_R, the value compiled into the shaders */
 #endif
 #define MM_R_PREFILL ((uint32_t)KS_MM_R_PREFILL)
-#define MM_TT_PREFILL 8u
+#ifndef KS_MM_TT_PREFILL
+#define KS_MM_TT_PREFILL 8 /* CMake passes KVSCOPE_PREFILL_TT */
+#endif
+#define MM_TT_PREFILL ((uint32_t)KS_MM_TT_PREFILL)
 #define MM_NORM_IN 1u
 #define MM_EPI_ADD 2u
 #define MM_EPI_SWIGLU 4u

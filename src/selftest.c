@@ -630,7 +630,10 @@ static int nosg_context(ctx *x, ctx *x2) {
   return 1;
 }
 
+static void check_rope_product(ctx *x);
+
 static void check_fused(ctx *x) {
+  check_rope_product(x);
   ctx x2;
   const int have_nosg = gpu_matmul_subgroup(x->g) && nosg_context(x, &x2);
   for (size_t ti = 0; ti < KS_ARRAY_LEN(k_types); ti++) {
@@ -709,6 +712,144 @@ static void check_fused(ctx *x) {
     add_result(x, "fused", "shared-memory sums", 0, 0, 1, 1,
                "no subgroup shuffles here: every product above used the shared-memory build");
   }
+}
+
+/* The q|k|v product with RoPE and the K/V write as its epilogue (ks_rope_opts), as forward.c
+ * runs it for models without biases: against the CPU reference, and the batch against token by
+ * token (the decode build), bit for bit. */
+static int run_rope_product(ctx *x, const hostw *w, const float *in, const float *nw,
+                            const uint32_t *stt, int nb, int T, int H, int KH, int hd, int neox,
+                            int one_by_one, float *q, float *k, float *v, int *stray) {
+  const int64_t K = w->t.ne[0];
+  const int qd = H * hd, kvd = KH * hd;
+  const size_t pool = (size_t)nb * KS_KV_BLOCK * kvd;
+  const size_t region = (16 + (size_t)nb * 4 + 15) & ~(size_t)15; /* step + table, per token */
+  ks_gpu_tensor gt;
+  memset(&gt, 0, sizeof gt);
+  reg rx, rn, rq, rk, rv, rs;
+  memset(&rx, 0, sizeof rx);
+  rn = rq = rk = rv = rs = rx;
+  float *fill = malloc(pool * 4);
+  uint32_t *regions = calloc((size_t)T, region);
+  int ok = fill && regions;
+  if (ok) {
+    for (size_t i = 0; i < pool; i++) fill[i] = -3.0f;
+    for (int t = 0; t < T; t++) {
+      uint32_t *r = (uint32_t *)((char *)regions + region * (size_t)t);
+      memcpy(r, stt, 16 + (size_t)nb * 4);
+      r[0] += one_by_one ? (uint32_t)t : 0u;
+    }
+  }
+  ok = ok && gpu_tensor_upload(x->g, &gt, &w->t) == KS_OK &&
+       reg_new16(x, &rx, (uint64_t)T * K * 4, KS_MEM_DEVICE, in) &&
+       reg_new16(x, &rn, (uint64_t)K * 4, KS_MEM_DEVICE, nw) &&
+       reg_new(x, &rq, (uint64_t)T * qd * 4, KS_MEM_DEVICE, NULL) &&
+       reg_new16(x, &rk, pool * 4, KS_MEM_DEVICE, fill) &&
+       reg_new16(x, &rv, pool * 4, KS_MEM_DEVICE, fill) &&
+       reg_new16(x, &rs, region * (size_t)T, KS_MEM_DEVICE, regions) && begin(x);
+  if (ok) {
+    ks_rope_opts ro = {.kpool = at(&rk, 0), .vpool = at(&rv, 0), .steptab = at(&rs, 0),
+                       .n_head = H, .n_kv_head = KH, .head_dim = hd, .neox = neox,
+                       .base = 10000.0f};
+    ks_matmul_opts o = {.norm_w = at(&rn, 0), .eps = 1e-5f, .rope = &ro};
+    if (!one_by_one) {
+      op_matmul_ex(x->c, at(&rq, 0), at(&rx, 0), &gt, T, &o);
+    } else {
+      for (int t = 0; t < T; t++) {
+        ro.steptab = at(&rs, region * (size_t)t);
+        op_matmul_ex(x->c, at(&rq, (uint64_t)t * qd * 4), at(&rx, (uint64_t)t * K * 4), &gt, 1, &o);
+      }
+    }
+    int s1 = 0, s2 = 0, s3 = 0;
+    ok = finish(x) && reg_get(x, &rq, q, &s1) && reg_get(x, &rk, k, &s2) && reg_get(x, &rv, v, &s3);
+    *stray = s1 + s2 + s3;
+  }
+  reg *all[] = {&rx, &rn, &rq, &rk, &rv, &rs};
+  for (size_t i = 0; i < KS_ARRAY_LEN(all); i++) reg_free(x, all[i]);
+  gpu_tensor_free(x->g, &gt);
+  free(fill);
+  free(regions);
+  return ok;
+}
+
+static void check_rope_product(ctx *x) {
+  const int H = 4, KH = 2, hd = 32, T = 9, pos0 = 21, qd = H * hd, kvd = KH * hd;
+  const int rows = qd + 2 * kvd, nb = (pos0 + T + KS_KV_BLOCK - 1) / KS_KV_BLOCK + 2;
+  const size_t pool = (size_t)nb * KS_KV_BLOCK * kvd;
+  for (size_t ti = 0; ti < KS_ARRAY_LEN(k_types); ti++)
+    for (int neox = 0; neox < 2; neox++) {
+      const ks_type type = k_types[ti];
+      if (!gpu_type_supported(type)) continue;
+      const int K = row_len(type, K_ODD);
+      char name[112];
+      snprintf(name, sizeof name, "matmul %s q|k|v + rope %s K=%d heads=%d/%d head_dim=%d T=%d",
+               ks_type_name(type), neox ? "neox" : "norm", K, H, KH, hd, T);
+      hostw w;
+      float *in = frand(x, (size_t)T * K, 2.0f), *nw = frand(x, (size_t)K, 1.0f);
+      float *xin = malloc((size_t)T * K * 4), *prod = malloc((size_t)T * rows * 4);
+      float *q[2] = {malloc((size_t)T * qd * 4), malloc((size_t)T * qd * 4)};
+      float *k[2] = {malloc(pool * 4), malloc(pool * 4)}, *v[2] = {malloc(pool * 4), malloc(pool * 4)};
+      float *qref = malloc((size_t)T * qd * 4), *kref = malloc(pool * 4), *vref = malloc(pool * 4);
+      uint32_t *stt = malloc(16 + (size_t)nb * 4);
+      int st[2] = {0, 0};
+      if (!in || !nw || !xin || !prod || !q[0] || !q[1] || !k[0] || !k[1] || !v[0] || !v[1] ||
+          !qref || !kref || !vref || !stt || !hostw_make(x, &w, type, K, rows)) {
+        infra_fail(x, "fused", name);
+      } else {
+        memset(stt, 0, 16);
+        stt[0] = (uint32_t)pos0;
+        for (int i = 0; i < nb; i++) stt[4 + i] = (uint32_t)((i * 7 + 3) % nb);
+        if (nb % 7 == 0) /* 7 must not divide nb for that to be a permutation */
+          for (int i = 0; i < nb; i++) stt[4 + i] = (uint32_t)(nb - 1 - i);
+        for (int t = 0; t < T; t++) ref_rmsnorm(xin + (size_t)t * K, in + (size_t)t * K, nw, K, 1e-5f);
+        ref_matmul(prod, xin, &w.t, T);
+        for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
+        for (int t = 0; t < T; t++) {
+          float *r = prod + (size_t)t * rows;
+          ref_rope(r, H, hd, pos0 + t, 10000.0f, neox);
+          ref_rope(r + qd, KH, hd, pos0 + t, 10000.0f, neox);
+          memcpy(qref + (size_t)t * qd, r, (size_t)qd * 4);
+          const int p = pos0 + t;
+          const size_t pr = (size_t)stt[4 + p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
+          memcpy(kref + pr * kvd, r + qd, (size_t)kvd * 4);
+          memcpy(vref + pr * kvd, r + qd + kvd, (size_t)kvd * 4);
+        }
+        int ok = 1;
+        for (int one = 0; one < 2 && ok; one++)
+          ok = run_rope_product(x, &w, in, nw, stt, nb, T, H, KH, hd, neox, one, q[one], k[one],
+                                v[one], &st[one]);
+        if (!ok) {
+          infra_fail(x, "fused", name);
+        } else {
+          check_close(x, "fused", name, q[0], qref, (size_t)T * qd, 1e-5, 0, st[0]);
+          char n2[160];
+          snprintf(n2, sizeof n2, "%s: k pool", name);
+          check_close(x, "fused", n2, k[0], kref, pool, 1e-5, 0, 0);
+          snprintf(n2, sizeof n2, "%s: v pool", name);
+          check_close(x, "fused", n2, v[0], vref, pool, 1e-5, 0, 0);
+          snprintf(n2, sizeof n2, "%s (batch vs 1 token)", name);
+          float *all1 = malloc(((size_t)T * qd + 2 * pool) * 4), *all0 = malloc(((size_t)T * qd + 2 * pool) * 4);
+          if (!all0 || !all1) {
+            infra_fail(x, "fused", n2);
+          } else {
+            memcpy(all0, q[0], (size_t)T * qd * 4);
+            memcpy(all0 + (size_t)T * qd, k[0], pool * 4);
+            memcpy(all0 + (size_t)T * qd + pool, v[0], pool * 4);
+            memcpy(all1, q[1], (size_t)T * qd * 4);
+            memcpy(all1 + (size_t)T * qd, k[1], pool * 4);
+            memcpy(all1 + (size_t)T * qd + pool, v[1], pool * 4);
+            check_exact(x, "fused", n2, all1, all0, (size_t)T * qd + 2 * pool, st[1],
+                        "the batch (q, k and v pools)");
+          }
+          free(all0);
+          free(all1);
+        }
+        free(w.data);
+      }
+      float *fr[] = {in, nw, xin, prod, q[0], q[1], k[0], k[1], v[0], v[1], qref, kref, vref};
+      for (size_t i = 0; i < KS_ARRAY_LEN(fr); i++) free(fr[i]);
+      free(stt);
+    }
 }
 
 /* op_rope_kv (bias, RoPE of q and k, q out, k and v into the pools through a scrambled table)
