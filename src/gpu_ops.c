@@ -819,14 +819,16 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
         .head_dim = rp ? (uint32_t)rp->head_dim : 0,
         .neox = rp && rp->neox ? 1u : 0u,
     };
-    /* bindings 4-7 (pools, step + table, frequencies) are read only with EPI_ROPE; else the
-     * input stands in */
-    ks_bind b[8] = {bind(out, out_bytes), bind(x, (uint64_t)n_tok * K * 4),
-                    bind(ks_ref(&W->slices[s], 0), 0),
-                    o->norm_w.b ? bind(o->norm_w, K * 4) : bind(x, 16),
-                    rp ? bind(rp->kpool, 0) : bind(x, 16), rp ? bind(rp->vpool, 0) : bind(x, 16),
-                    rp ? bind(rp->steptab, 0) : bind(x, 16),
-                    rp ? bind(ks_ref(freq, 0), (uint64_t)(rp->head_dim / 2) * 4) : bind(x, 16)};
+    /* bindings 4-7 (pools, step + table, frequencies) are used only with EPI_ROPE. Otherwise
+     * the pools' slots alias this dispatch's own output (the shader may write them, as far as
+     * synchronisation is concerned: no other buffer gets a write hazard) and the read-only
+     * slots the input. */
+    ks_bind bo = bind(out, out_bytes), bx = bind(x, (uint64_t)n_tok * K * 4);
+    ks_bind b[8] = {bo, bx, bind(ks_ref(&W->slices[s], 0), 0),
+                    o->norm_w.b ? bind(o->norm_w, K * 4) : bx,
+                    rp ? bind(rp->kpool, 0) : bo, rp ? bind(rp->vpool, 0) : bo,
+                    rp ? bind(rp->steptab, 0) : bx,
+                    rp ? bind(ks_ref(freq, 0), (uint64_t)(rp->head_dim / 2) * 4) : bx};
     uint32_t per_wg = ngr * outs;
     dispatch(c, op, shader, spec, 3, b, 8, &pc, sizeof pc, (outputs + per_wg - 1) / per_wg,
              ((uint32_t)n_tok + TT - 1) / TT, 1);
