@@ -96,6 +96,28 @@ void ref_rope_table(float *x, int n_heads, int head_dim, int pos, const float *f
   }
 }
 
+int ref_rope_kv(float *q, float *kpool, float *vpool, const float *qkv, const float *bias,
+                int n_tok, int pos0, const uint32_t *table, int block, int n_head, int n_kv_head,
+                int head_dim, float base, int neox) {
+  const int qd = n_head * head_dim, kvd = n_kv_head * head_dim, width = qd + 2 * kvd;
+  float *row = malloc((size_t)width * sizeof *row);
+  if (!row) return 0;
+  for (int t = 0; t < n_tok; t++) {
+    memcpy(row, qkv + (size_t)t * width, (size_t)width * sizeof *row);
+    if (bias)
+      for (int e = 0; e < width; e++) row[e] += bias[e];
+    const int p = pos0 + t;
+    ref_rope(row, n_head, head_dim, p, base, neox);
+    ref_rope(row + qd, n_kv_head, head_dim, p, base, neox);
+    memcpy(q + (size_t)t * qd, row, (size_t)qd * sizeof *row);
+    const size_t pr = (size_t)table[p / block] * (size_t)block + (size_t)(p % block);
+    memcpy(kpool + pr * kvd, row + qd, (size_t)kvd * sizeof *row);
+    memcpy(vpool + pr * kvd, row + qd + kvd, (size_t)kvd * sizeof *row);
+  }
+  free(row);
+  return 1;
+}
+
 void ref_softmax(float *x, int n) {
   float max_val = x[0];
   for (int i = 1; i < n; i++)

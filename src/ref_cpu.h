@@ -21,6 +21,14 @@ void ref_rope_freqs(float *freq, int head_dim, float base, const float *factors)
 /* ref_rope with a frequency table from ref_rope_freqs: pair i turns by pos * freq[i]. With the
  * unscaled table it gives ref_rope's bits. */
 void ref_rope_table(float *x, int n_heads, int head_dim, int pos, const float *freq, int neox);
+/* The reference of op_rope_kv (and of the q|k|v product's RoPE epilogue): each row of qkv
+ * (n_tok, q_dim + 2 kv_dim) at position pos0 + t, plus bias (q_dim + 2 kv_dim, or NULL), has its
+ * q and k heads rotated (ref_rope); q goes to q (n_tok, q_dim), k and v to row
+ * table[p / block] * block + p % block of kpool and vpool (kv_dim floats a row); other pool rows
+ * are left alone. 0 when out of host memory. */
+int ref_rope_kv(float *q, float *kpool, float *vpool, const float *qkv, const float *bias,
+                int n_tok, int pos0, const uint32_t *table, int block, int n_head, int n_kv_head,
+                int head_dim, float base, int neox);
 void ref_softmax(float *x, int n);
 /* out[i] = silu(gate[i]) * up[i] */
 void ref_swiglu(float *out, const float *gate, const float *up, int n);

@@ -804,17 +804,8 @@ static void check_rope_product(ctx *x) {
         for (int t = 0; t < T; t++) ref_rmsnorm(xin + (size_t)t * K, in + (size_t)t * K, nw, K, 1e-5f);
         ref_matmul(prod, xin, &w.t, T);
         for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
-        for (int t = 0; t < T; t++) {
-          float *r = prod + (size_t)t * rows;
-          ref_rope(r, H, hd, pos0 + t, 10000.0f, neox);
-          ref_rope(r + qd, KH, hd, pos0 + t, 10000.0f, neox);
-          memcpy(qref + (size_t)t * qd, r, (size_t)qd * 4);
-          const int p = pos0 + t;
-          const size_t pr = (size_t)stt[4 + p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
-          memcpy(kref + pr * kvd, r + qd, (size_t)kvd * 4);
-          memcpy(vref + pr * kvd, r + qd + kvd, (size_t)kvd * 4);
-        }
-        int ok = 1;
+        int ok = ref_rope_kv(qref, kref, vref, prod, NULL, T, pos0, stt + 4, KS_KV_BLOCK, H, KH,
+                             hd, 10000.0f, neox);
         for (int one = 0; one < 2 && ok; one++)
           ok = run_rope_product(x, &w, in, nw, stt, nb, T, H, KH, hd, neox, one, q[one], k[one],
                                 v[one], &st[one]);
@@ -873,13 +864,13 @@ static void check_rope_kv(ctx *x) {
     float *qkv = frand(x, (size_t)T * width, 2.0f), *bias = frand(x, (size_t)width, 0.5f);
     float *qref = malloc((size_t)T * qd * 4), *qgot = malloc((size_t)T * qd * 4);
     float *kref = malloc(pool * 4), *vref = malloc(pool * 4), *kgot = malloc(pool * 4);
-    float *vgot = malloc(pool * 4), *row = malloc((size_t)width * 4);
+    float *vgot = malloc(pool * 4);
     uint32_t *perm = malloc((size_t)nb * 4);
     reg rq, rqkv, rk, rv, rt, rs, rb;
     memset(&rq, 0, sizeof rq);
     rqkv = rk = rv = rt = rs = rb = rq;
     ks_step step = {.pos0 = (uint32_t)pos0};
-    int ok = qkv && bias && qref && qgot && kref && vref && kgot && vgot && row && perm;
+    int ok = qkv && bias && qref && qgot && kref && vref && kgot && vgot && perm;
     if (ok) {
       for (int i = 0; i < nb; i++) perm[i] = (uint32_t)i;
       for (int i = nb - 1; i > 0; i--) {
@@ -889,19 +880,9 @@ static void check_rope_kv(ctx *x) {
         perm[j] = t;
       }
       for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
-      for (int t = 0; t < T; t++) {
-        memcpy(row, qkv + (size_t)t * width, (size_t)width * 4);
-        if (cases[ci].bias)
-          for (int e = 0; e < width; e++) row[e] += bias[e];
-        ref_rope(row, H, hd, pos0 + t, 10000.0f, neox);
-        ref_rope(row + qd, KH, hd, pos0 + t, 10000.0f, neox);
-        memcpy(qref + (size_t)t * qd, row, (size_t)qd * 4);
-        const int p = pos0 + t;
-        const size_t pr = (size_t)perm[p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
-        memcpy(kref + pr * kvd, row + qd, (size_t)kvd * 4);
-        memcpy(vref + pr * kvd, row + qd + kvd, (size_t)kvd * 4);
-      }
-      ok = reg_new(x, &rq, (uint64_t)T * qd * 4, KS_MEM_DEVICE, NULL) &&
+      ok = ref_rope_kv(qref, kref, vref, qkv, cases[ci].bias ? bias : NULL, T, pos0, perm,
+                       KS_KV_BLOCK, H, KH, hd, 10000.0f, neox) &&
+           reg_new(x, &rq, (uint64_t)T * qd * 4, KS_MEM_DEVICE, NULL) &&
            reg_new(x, &rqkv, (uint64_t)T * width * 4, KS_MEM_DEVICE, qkv) &&
            reg_new16(x, &rk, pool * 4, KS_MEM_DEVICE, kref) &&
            reg_new16(x, &rv, pool * 4, KS_MEM_DEVICE, kref) && /* -3 everywhere but new rows */
@@ -942,7 +923,6 @@ static void check_rope_kv(ctx *x) {
     free(vref);
     free(kgot);
     free(vgot);
-    free(row);
     free(perm);
   }
 }

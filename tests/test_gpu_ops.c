@@ -662,16 +662,8 @@ static void test_matmul_rope(ks_gpu *g, ks_cmd *c) {
     for (int t = 0; t < T; t++) ref_rmsnorm(xin + (size_t)t * K, x + (size_t)t * K, nw, K, 1e-5f);
     ref_matmul(prod, xin, &w.t, T);
     for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
-    for (int t = 0; t < T; t++) {
-      float *r = prod + (size_t)t * rows;
-      ref_rope(r, H, hd, pos0 + t, 10000.0f, neox);
-      ref_rope(r + qd, KH, hd, pos0 + t, 10000.0f, neox);
-      memcpy(qref + (size_t)t * qd, r, (size_t)qd * 4);
-      const int p = pos0 + t;
-      const size_t pr = (size_t)stt[4 + p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
-      memcpy(kref + pr * kvd, r + qd, (size_t)kvd * 4);
-      memcpy(vref + pr * kvd, r + qd + kvd, (size_t)kvd * 4);
-    }
+    REQUIRE(ref_rope_kv(qref, kref, vref, prod, NULL, T, pos0, stt + 4, KS_KV_BLOCK, H, KH, hd,
+                        10000.0f, neox));
     float *qgot[2], *kgot[2], *vgot[2];
     for (int one = 0; one < 2; one++) {
       tb tx, tn, tq, tk, tv, ts;
@@ -777,21 +769,10 @@ static void test_rope_kv(ks_gpu *g, ks_cmd *c) {
     const size_t pool = (size_t)nb * KS_KV_BLOCK * kvd;
     float *kref = malloc(pool * 4), *vref = malloc(pool * 4), *qref = malloc((size_t)T * qd * 4);
     float *kgot = malloc(pool * 4), *vgot = malloc(pool * 4), *qgot = malloc((size_t)T * qd * 4);
-    float *row = malloc((size_t)width * 4);
-    REQUIRE(kref && vref && qref && kgot && vgot && qgot && row);
+    REQUIRE(kref && vref && qref && kgot && vgot && qgot);
     for (size_t i = 0; i < pool; i++) kref[i] = vref[i] = -3.0f;
-    for (int t = 0; t < T; t++) {
-      memcpy(row, qkv + (size_t)t * width, (size_t)width * 4);
-      if (has_bias)
-        for (int e = 0; e < width; e++) row[e] += bias[e];
-      ref_rope(row, H, hd, pos0 + t, base, neox);
-      ref_rope(row + qd, KH, hd, pos0 + t, base, neox);
-      memcpy(qref + (size_t)t * qd, row, (size_t)qd * 4);
-      int p = pos0 + t;
-      size_t pr = (size_t)table[p / KS_KV_BLOCK] * KS_KV_BLOCK + p % KS_KV_BLOCK;
-      memcpy(kref + pr * kvd, row + qd, (size_t)kvd * 4);
-      memcpy(vref + pr * kvd, row + qd + kvd, (size_t)kvd * 4);
-    }
+    REQUIRE(ref_rope_kv(qref, kref, vref, qkv, has_bias ? bias : NULL, T, pos0, table,
+                        KS_KV_BLOCK, H, KH, hd, base, neox));
     tb tq, tqkv, tk, tv, ttab, tst, tbias;
     tb_make(g, &tq, (size_t)T * qd * 4, KS_MEM_DEVICE);
     tb_make(g, &tqkv, (size_t)T * width * 4, KS_MEM_DEVICE);
@@ -841,7 +822,6 @@ static void test_rope_kv(ks_gpu *g, ks_cmd *c) {
     free(kgot);
     free(vgot);
     free(qgot);
-    free(row);
   }
 }
 
