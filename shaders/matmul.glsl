@@ -30,6 +30,7 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
+#include "matmul_common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 layout(constant_id = 1) const uint SG = 32;  // lanes that split one row; power of two
@@ -48,114 +49,7 @@ const uint NGR = WG / LPR;   // row groups per workgroup
 const uint RT = R * TT;
 const uint RT2 = RT + TT; // the dot products and the input rows' sums of squares
 
-#define NORM_IN 1u
-#define EPI_ADD 2u
-#define EPI_SWIGLU 4u
-#define EPI_ROPE 8u
-#define KV_BLOCK 16u
-
-layout(push_constant) uniform PC {
-  uint o_out, o_x, o_w, o_nw; // word offsets of bindings 0-7 (o_w is 0: slices are bound at 0)
-  uint o_k, o_v, o_st, o_f;
-  uint K, N;                  // row length; out row stride
-  uint row0, rows;            // this slice: first output row, rows of the slice (SWIGLU: gate rows)
-  uint n_tok, row_bytes;      // tokens; bytes of one weight row (quantised types)
-  uint flags;
-  float eps;
-  uint qd, kvd, head_dim, neox; // EPI_ROPE
-} pc;
-layout(binding = 0) buffer Out { float y[]; };
-layout(binding = 1) readonly buffer X { vec4 x4[]; };
-layout(binding = 3) readonly buffer NW { vec4 nw4[]; };
-layout(binding = 4) writeonly buffer KP { float kp[]; };
-layout(binding = 5) writeonly buffer VP { float vp[]; };
-layout(binding = 6) readonly buffer ST { uint st[]; }; // ks_step (4 words), then the block table
-layout(binding = 7) readonly buffer F { float freq[]; };
-
-// EPI_ROPE: the two rows (columns of q|k|v) of pair c, as rope_kv.comp numbers them
-void rope_pair(uint c, out uint e0, out uint e1, out uint j) {
-  const uint half_dim = pc.head_dim / 2u;
-  j = 0u;
-  if (c >= (pc.qd + pc.kvd) / 2u) {
-    e0 = pc.qd + pc.kvd + 2u * (c - (pc.qd + pc.kvd) / 2u);
-    e1 = e0 + 1u;
-  } else {
-    uint hc = c < pc.qd / 2u ? c : c - pc.qd / 2u;
-    uint base = (c < pc.qd / 2u ? 0u : pc.qd) + (hc / half_dim) * pc.head_dim;
-    j = hc % half_dim;
-    e0 = pc.neox != 0u ? base + j : base + 2u * j;
-    e1 = pc.neox != 0u ? e0 + half_dim : e0 + 1u;
-  }
-}
-
-#if WTYPE == 0
-layout(binding = 2) readonly buffer W { vec4 wf4[]; };
-#elif WTYPE == 1 || WTYPE == 30
-layout(binding = 2) readonly buffer W { uvec2 w2[]; };
-layout(binding = 2) readonly buffer W8 { uvec4 w8[]; };
-#else
-layout(binding = 2) readonly buffer W { uint wu[]; };
-#include "quant.glsl"
-#endif
-
 shared float xch[WG * RT2];
-
-vec4 h4(uvec2 h) { return vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y)); }
-vec4 b4(uvec2 b) { // bf16 is the top half of an f32
-  return vec4(uintBitsToFloat(b.x << 16), uintBitsToFloat(b.x & 0xffff0000u),
-              uintBitsToFloat(b.y << 16), uintBitsToFloat(b.y & 0xffff0000u));
-}
-
-// unit u (elements 8u .. 8u + 7) of weight row `row` of the slice; w1 = 0 for a 4-element tail
-void load_w(uint row, uint u, out vec4 w0, out vec4 w1) {
-  const bool tail = 8u * u + 4u == pc.K;
-#if WTYPE == 0
-  uint i = row * (pc.K >> 2) + 2u * u;
-  w0 = wf4[i];
-  w1 = tail ? vec4(0.0) : wf4[i + 1u];
-#elif WTYPE == 1 || WTYPE == 30
-  uvec2 a, b;
-  if ((pc.K & 7u) == 0u) {
-    uvec4 q = w8[row * (pc.K >> 3) + u];
-    a = q.xy;
-    b = q.zw;
-  } else {
-    uint i = row * (pc.K >> 2) + 2u * u;
-    a = w2[i];
-    b = tail ? uvec2(0u) : w2[i + 1u];
-  }
-#if WTYPE == 1
-  w0 = h4(a);
-  w1 = h4(b);
-#else
-  w0 = b4(a);
-  w1 = b4(b);
-#endif
-#elif WTYPE == 12 || WTYPE == 13
-  q45k_unit(row * pc.row_bytes, u, WTYPE == 13, w0, w1);
-#elif WTYPE == 14
-  q6k_unit(row * pc.row_bytes, u, w0, w1);
-#elif WTYPE == 6 || WTYPE == 7
-  q5_unit(row * pc.row_bytes, u, WTYPE == 7, w0, w1);
-#elif WTYPE == 8
-  uint base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
-  float d = ld_half(base);
-  uvec2 q = ld8(base + 2u + (u & 3u) * 8u);
-  w0 = i8x4(q.x) * d;
-  w1 = i8x4(q.y) * d;
-#else
-  uint base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
-  float d = ld_half(base);
-  uvec2 q = ld8(base + 2u + (u & 1u) * 8u);
-  if ((u & 2u) == 0u) {
-    w0 = nib_lo(q.x) * d;
-    w1 = nib_lo(q.y) * d;
-  } else {
-    w0 = nib_hi(q.x) * d;
-    w1 = nib_hi(q.y) * d;
-  }
-#endif
-}
 
 // acc + a·b over 8 elements, one fma each, in order
 float fma8(vec4 a0, vec4 a1, vec4 b0, vec4 b1, float acc) {
@@ -297,53 +191,16 @@ void main() {
     [[unroll]] for (uint s = 0u; s < outs; s++) {
       [[unroll]] for (uint t = 0u; t < TT; t++) {
         const uint c = obase + s;
-        if (t < nt && c < pc.rows / 2u && (s * TT + t) % LPR == lane) {
-          uint e0, e1, j;
-          rope_pair(c, e0, e1, j);
-          float x0 = v[(2u * s) * TT + t], x1 = v[(2u * s + 1u) * TT + t];
-          const uint pos = st[pc.o_st] + tbase + t;
-          if (e0 < pc.qd + pc.kvd) { // q and k turn; v pairs are copied
-            precise float val = float(pos) * freq[pc.o_f + j];
-            precise float kk = round(val * 0.15915494309189535);
-            precise float rr = (val - kk * 6.28125) - kk * 0.0019353071795864769;
-            float cs = cos(rr), sn = sin(rr);
-            precise float y0 = x0 * cs - x1 * sn;
-            precise float y1 = x0 * sn + x1 * cs;
-            x0 = y0;
-            x1 = y1;
-          }
-          const uint prow = st[pc.o_st + 4u + pos / KV_BLOCK] * KV_BLOCK + pos % KV_BLOCK;
-          if (e0 < pc.qd) {
-            y[pc.o_out + (tbase + t) * pc.qd + e0] = x0;
-            y[pc.o_out + (tbase + t) * pc.qd + e1] = x1;
-          } else if (e0 < pc.qd + pc.kvd) {
-            kp[pc.o_k + prow * pc.kvd + e0 - pc.qd] = x0;
-            kp[pc.o_k + prow * pc.kvd + e1 - pc.qd] = x1;
-          } else {
-            vp[pc.o_v + prow * pc.kvd + e0 - pc.qd - pc.kvd] = x0;
-            vp[pc.o_v + prow * pc.kvd + e1 - pc.qd - pc.kvd] = x1;
-          }
-        }
+        if (t < nt && c < pc.rows / 2u && (s * TT + t) % LPR == lane)
+          mm_rope_store(c, tbase + t, v[(2u * s) * TT + t], v[(2u * s + 1u) * TT + t]);
       }
     }
     return;
   }
   [[unroll]] for (uint s = 0u; s < outs; s++) {
     [[unroll]] for (uint t = 0u; t < TT; t++) {
-      if (t < nt && obase + s < pc.rows && (s * TT + t) % LPR == lane) {
-        uint yi = pc.o_out + (tbase + t) * pc.N + pc.row0 + obase + s;
-        float r = v[s * TT + t];
-        if (swiglu) {
-          float g = r, up = v[(s + outs) * TT + t];
-          precise float o = g * (1.0 / (1.0 + exp(-g))) * up;
-          y[yi] = o;
-        } else if ((pc.flags & EPI_ADD) != 0u) {
-          precise float o = y[yi] + r;
-          y[yi] = o;
-        } else {
-          y[yi] = r;
-        }
-      }
+      if (t < nt && obase + s < pc.rows && (s * TT + t) % LPR == lane)
+        mm_store(tbase + t, obase + s, v[s * TT + t], swiglu ? v[(s + outs) * TT + t] : 0.0);
     }
   }
 }

@@ -1,6 +1,10 @@
 #version 450
-// matmul_q5_k — out = x · Wᵀ with Q5_K weights dequantised inside the kernel; the kernel is matmul.glsl.
+// matmul_q5_k — out = x · Wᵀ with Q5_K weights dequantised inside the kernel; the kernels are matmul.glsl and matmul_cm.glsl.
 // variants: subgroup
 #extension GL_GOOGLE_include_directive : require
 #define WTYPE 13
+#if KS_COOPMAT
+#include "matmul_cm.glsl"
+#else
 #include "matmul.glsl"
+#endif

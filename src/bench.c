@@ -129,6 +129,7 @@ typedef struct {
   /* device */
   char device[256], driver[256], vulkan[32];
   const char *device_type;
+  const char *kernels; /* which matrix kernels ran (gpu_coopmat_mode) */
   int timestamps;
   /* run */
   int batch, n_ctx;
@@ -418,6 +419,11 @@ static ks_status run_all(bench *b) {
                    : info->type == VK_PHYSICAL_DEVICE_TYPE_CPU            ? "CPU"
                                                                            : "other";
   r->timestamps = info->timestamps;
+  static const char *const cm_names[] = {"portable (no cooperative matrix)",
+                                         "cooperative matrix for F16 weights",
+                                         "cooperative matrix, prefill and decode",
+                                         "cooperative matrix for prompts, portable for decode"};
+  r->kernels = cm_names[gpu_coopmat_mode(b->g) & 3];
 
   /* sizes: the logits of a whole chunk must fit one storage-buffer binding */
   uint64_t logit_row = (uint64_t)c->vocab_size * 4;
@@ -530,6 +536,7 @@ static void report_text(const bench *b, FILE *f) {
           c->n_kv_head, c->vocab_size, weight_type(b->m), model_weight_bytes(b->m) / 1048576.0);
   fprintf(f, "device  %s (%s), driver %s, Vulkan %s\n", r->device, r->device_type, r->driver,
           r->vulkan);
+  fprintf(f, "kernels matrix products: %s (KVSCOPE_COOPMAT)\n", r->kernels);
   fprintf(f, "method  median of %d repetitions after a warm-up; prefill in chunks of %d; tg "
           "decodes greedily from an empty context; attention rows exported: %s\n\n", o->reps,
           r->batch, o->watch >= 0 ? "yes (--watch)" : "no (view off)");
@@ -605,7 +612,8 @@ static void report_json(const bench *b, FILE *f) {
   json_str(f, o->model);
   fprintf(f, ",\"watch_layer\":%d,\"date\":\"%s\",\"device\":", o->watch, r->date);
   json_str(f, r->device);
-  fprintf(f, ",\"device_type\":\"%s\",\"driver\":", r->device_type);
+  fprintf(f, ",\"device_type\":\"%s\",\"kernels\":\"%s\",\"driver\":", r->device_type,
+          r->kernels);
   json_str(f, r->driver);
   fprintf(f, ",\"vulkan\":\"%s\",\"arch\":\"%s\",\"dim\":%d,\"ffn\":%d,\"layers\":%d,"
           "\"heads\":%d,\"kv_heads\":%d,\"vocab\":%d,\"weight_type\":\"%s\",\"weights_bytes\":%llu",

@@ -1,6 +1,9 @@
 /* common.h — status codes, the thread-local error message, small helpers shared by every module.
  * Not a utility grab-bag: only what at least three modules need lives here. */
 #ifndef KS_COMMON_H
+/* The cooperative-matrix product kernels (matmul_cm.glsl) take rows of at most this many values
+ * (the decode kernel stages one input row in shared memory). */
+#define KS_COOPMAT_KMAX 12288
 #define KS_COMMON_H
 #include <stddef.h>
 #include <stdint.h>

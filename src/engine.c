@@ -238,6 +238,10 @@ const char *ks_engine_device_name(const ks_engine *e) {
   return e->use_cpu ? "CPU reference (plain C)" : gpu_info(e->gpu)->name;
 }
 
+int ks_engine_f16_products(const ks_engine *e) {
+  return e->use_cpu ? 0 : gpu_coopmat_mode(e->gpu);
+}
+
 ks_status ks_engine_tokenize(ks_engine *e, const char *text, size_t len, int **tokens, int *n) {
   ks_status st = tokenizer_encode(e->tok, text, len, 1, tokens, n);
   if (st) return st;
@@ -252,9 +256,18 @@ ks_status ks_engine_tokenize(ks_engine *e, const char *text, size_t len, int **t
   return KS_OK;
 }
 
+static ks_status engine_eval(ks_engine *e, const int *tokens, int n, int pos0, float *logits,
+                             int all_logits, int prompt);
+
 ks_status ks_engine_eval(ks_engine *e, const int *tokens, int n, int pos0, float *logits,
                          int all_logits) {
-  if (!e->use_cpu) return forward_eval(e->fwd, tokens, n, pos0, logits, all_logits);
+  return engine_eval(e, tokens, n, pos0, logits, all_logits, n > 1);
+}
+
+/* prompt: prompt tokens (the prefill kernels, even for one token), else a decode step */
+static ks_status engine_eval(ks_engine *e, const int *tokens, int n, int pos0, float *logits,
+                             int all_logits, int prompt) {
+  if (!e->use_cpu) return forward_eval_ex(e->fwd, tokens, n, pos0, logits, all_logits, prompt);
   if (pos0 < 0 || n <= 0 || pos0 + n > e->n_ctx)
     return ks_fail(KS_ERR_ARG, "positions %d..%d are outside the context of %d tokens", pos0,
                    pos0 + n - 1, e->n_ctx);
@@ -439,6 +452,11 @@ ks_status ks_engine_submit(ks_engine *e, const ks_request *r) {
   return KS_OK;
 }
 
+/* Decode steps compute K/V with other kernels than prompts (gpu_coopmat_mode 3). */
+static int decode_differs(const ks_engine *e) {
+  return !e->use_cpu && gpu_coopmat_mode(e->gpu) == 3;
+}
+
 /* Indexes block i of the sequence (full and computed). */
 static void publish(ks_engine *e, int i) {
   double now = ks_now_sec();
@@ -562,7 +580,7 @@ ks_status ks_engine_step(ks_engine *e, ks_event *ev) {
     return ks_fail(KS_ERR_ARG, "no request is running: submit one first");
   case ST_PREFILL: {
     const int n = e->n_toks;
-    st = ks_engine_eval(e, e->toks + e->pos, n - e->pos, e->pos, e->logits, 0);
+    st = engine_eval(e, e->toks + e->pos, n - e->pos, e->pos, e->logits, 0, 1);
     if (st == KS_ERR_VULKAN) st = gpu_error_during(e, "the prefill of positions", e->pos, n - 1);
     if (st) break;
     e->pos = n;
@@ -598,11 +616,14 @@ ks_status ks_engine_step(ks_engine *e, ks_event *ev) {
       if (st) break;
     }
     e->toks[e->n_toks++] = e->last_tok;
-    st = ks_engine_eval(e, &e->last_tok, 1, e->pos, e->logits, 0);
+    st = engine_eval(e, &e->last_tok, 1, e->pos, e->logits, 0, 0);
     if (st == KS_ERR_VULKAN) st = gpu_error_during(e, "the decode step at position", e->pos, -1);
     if (st) break;
     e->pos++;
-    if (e->pc && caching(e) && e->pos % KS_KV_BLOCK == 0) publish(e, e->pos / KS_KV_BLOCK - 1);
+    /* a block finished by decode steps is cached only where decode steps and prompts compute the
+     * same bits (not under gpu_coopmat_mode 3: a later prompt would compute it differently) */
+    if (e->pc && caching(e) && e->pos % KS_KV_BLOCK == 0 && !decode_differs(e))
+      publish(e, e->pos / KS_KV_BLOCK - 1);
     int tok = sampler_sample(&e->smp, e->logits);
     st = emit_token(e, tok, ev);
     if (!st && e->state == ST_FINISH) return ks_engine_step(e, ev);

@@ -248,7 +248,8 @@ ks_status forward_write_block(ks_forward *f, uint32_t block, const void *src) {
  * residual; gate|up product with the FFN norm and SwiGLU fused in; down product added into the
  * residual. With q/k/v biases (qwen2), or q|k|v not stacked, RoPE + bias + K/V write is a sixth
  * (op_rope_kv). */
-static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int split) {
+static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int split,
+                         int decode_step) {
   const ks_config *c = &f->m->cfg;
   const uint64_t dimb = (uint64_t)c->dim * 4;
   const uint32_t qd = (uint32_t)q_dim(c), kvd = (uint32_t)kv_dim(c);
@@ -260,7 +261,8 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int
   gpu_cmd_barrier(cmd);
   for (int l = 0; l < c->n_layer; l++) {
     ks_fwd_layer *L = &f->layers[l];
-    ks_matmul_opts norm = {.norm_w = ks_ref(&f->norms, L->attn_norm_off), .eps = c->norm_eps};
+    ks_matmul_opts norm = {.norm_w = ks_ref(&f->norms, L->attn_norm_off), .eps = c->norm_eps,
+                           .decode_step = decode_step};
     /* rope_factors NULL: no rope scaling */
     const int fused_rope = L->wqkv.n_slices && !L->bias.buf && !f->no_fused_rope;
     if (fused_rope) { /* one product with RoPE and the K/V write in it */
@@ -299,10 +301,11 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int
                     c->head_dim, probs, f->n_ctx,
                     split ? ks_ref(&f->att_part, 0) : (ks_bref){NULL, 0}, f->n_ctx);
     gpu_cmd_barrier(cmd);
-    ks_matmul_opts add = {.add = 1};
+    ks_matmul_opts add = {.add = 1, .decode_step = decode_step};
     op_matmul_ex(cmd, ks_ref(&f->x, 0), ks_ref(&f->att, 0), &L->wo, n, &add);
     gpu_cmd_barrier(cmd);
-    ks_matmul_opts ffn = {.norm_w = ks_ref(&f->norms, L->ffn_norm_off), .eps = c->norm_eps};
+    ks_matmul_opts ffn = {.norm_w = ks_ref(&f->norms, L->ffn_norm_off), .eps = c->norm_eps,
+                          .decode_step = decode_step};
     if (L->w_gu.n_slices) {
       ffn.swiglu = 1;
       op_matmul_ex(cmd, ks_ref(&f->hb, 0), ks_ref(&f->x, 0), &L->w_gu, n, &ffn);
@@ -320,14 +323,16 @@ static void record_graph(ks_forward *f, ks_cmd *cmd, int n, int logits_rows, int
    * batch-invariant, so the last row alone gives the same bits as the last of n rows. */
   uint64_t first = (uint64_t)(n - logits_rows);
   ks_matmul_opts fin = {.norm_w = ks_ref(&f->norms, dimb * 2 * (uint64_t)c->n_layer),
-                        .eps = c->norm_eps};
+                        .eps = c->norm_eps, .decode_step = decode_step};
   op_matmul_ex(cmd, ks_ref(&f->logits, 0), ks_ref(&f->x, first * dimb), &f->output, logits_rows,
                &fin);
   gpu_cmd_barrier(cmd);
 }
 
+/* prompt: the tokens are (part of) a prompt, even one alone: they take the prefill recording
+ * (its kernels), never the decode step's, which gpu_coopmat_mode 3 computes differently */
 static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
-                           int all_logits) {
+                           int all_logits, int prompt) {
   const ks_config *c = &f->m->cfg;
   for (int i = 0; i < n; i++) {
     if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
@@ -340,13 +345,13 @@ static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, fl
   memcpy(f->step.map, &st, sizeof st);
   int rows = all_logits ? n : 1;
   ks_cmd *cmd;
-  if (n == 1) {
+  if (n == 1 && !prompt) {
     cmd = f->cmd_decode;
     const int split = pos0 >= f->split_from;
     if (!f->decode_recorded || f->decode_watch_layer != f->watch_layer ||
         f->decode_split != split) {
       CHECK_ST(gpu_cmd_begin(cmd));
-      record_graph(f, cmd, 1, 1, split);
+      record_graph(f, cmd, 1, 1, split, 1);
       f->decode_split = split;
       CHECK_ST(gpu_cmd_end(cmd));
       f->decode_recorded = 1;
@@ -358,7 +363,7 @@ static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, fl
   } else {
     cmd = f->cmd_prefill;
     CHECK_ST(gpu_cmd_begin(cmd));
-    record_graph(f, cmd, n, rows, 0);
+    record_graph(f, cmd, n, rows, 0, 0);
     CHECK_ST(gpu_cmd_end(cmd));
   }
   CHECK_ST(gpu_cmd_submit(cmd));
@@ -371,6 +376,11 @@ static ks_status run_chunk(ks_forward *f, const int *tokens, int n, int pos0, fl
 
 ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
                        int all_logits) {
+  return forward_eval_ex(f, tokens, n, pos0, logits, all_logits, n > 1);
+}
+
+ks_status forward_eval_ex(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
+                          int all_logits, int prompt) {
   if (n <= 0) return ks_fail(KS_ERR_ARG, "nothing to evaluate");
   if (pos0 < 0 || pos0 + n > f->n_ctx)
     return ks_fail(KS_ERR_ARG, "positions %d..%d are outside the context of %d tokens", pos0,
@@ -385,7 +395,7 @@ ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float 
     float *dst = NULL;
     if (logits && all_logits) dst = logits + (size_t)done * vocab;
     else if (logits && last) dst = logits;
-    CHECK_ST(run_chunk(f, tokens + done, chunk, pos0 + done, dst, all_logits));
+    CHECK_ST(run_chunk(f, tokens + done, chunk, pos0 + done, dst, all_logits, prompt));
     done += chunk;
   }
   return KS_OK;

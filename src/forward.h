@@ -75,6 +75,12 @@ ks_status forward_set_table(ks_forward *f, const uint32_t *blocks, int n);
  * token when all_logits. A single token uses the recorded decode command buffer. */
 ks_status forward_eval(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
                        int all_logits);
+/* forward_eval with the kind of work said: prompt 1, a prompt's tokens (every chunk, even of one
+ * token, on the prefill kernels); 0 with n = 1, a decode step (the replayed buffer).
+ * forward_eval(n) is forward_eval_ex(n, prompt = n > 1). The two differ in bits only under
+ * gpu_coopmat_mode 3, where decode steps keep the portable products. */
+ks_status forward_eval_ex(ks_forward *f, const int *tokens, int n, int pos0, float *logits,
+                          int all_logits, int prompt);
 /* Export the attention rows of `layer` (-1: off) for the last token of each eval: read them
  * with forward_probs after an eval. */
 void forward_watch(ks_forward *f, int layer);

@@ -261,6 +261,7 @@ typedef struct {
   int has_compute_queue;
   uint32_t ts_bits;
   uint32_t max_groups[3];
+  int memory_model; /* vulkanMemoryModel */
 } dev_extra;
 
 static int has_dev_ext(const VkExtensionProperties *p, uint32_t n, const char *name) {
@@ -269,7 +270,37 @@ static int has_dev_ext(const VkExtensionProperties *p, uint32_t n, const char *n
   return 0;
 }
 
-static void probe(VkPhysicalDevice pd, ks_gpu_info *info, dev_extra *x) {
+/* VK_NV_cooperative_matrix's feature and the shape matmul_cm.glsl is written for: 16 x 8 x 16,
+ * A and B f16, C and D f32, subgroup scope */
+static int coopmat_nv_usable(VkInstance inst, VkPhysicalDevice pd) {
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV cf = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                  .pNext = &cf};
+  vkGetPhysicalDeviceFeatures2(pd, &f2);
+  if (!cf.cooperativeMatrix) return 0;
+  PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get =
+      (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)vkGetInstanceProcAddr(
+          inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+  if (!get) return 0;
+  uint32_t n = 0;
+  if (get(pd, &n, NULL) != VK_SUCCESS || n == 0) return 0;
+  VkCooperativeMatrixPropertiesNV *p = calloc(n, sizeof *p);
+  if (!p) return 0;
+  for (uint32_t i = 0; i < n; i++) p[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+  int ok = 0;
+  if (get(pd, &n, p) == VK_SUCCESS)
+    for (uint32_t i = 0; i < n; i++)
+      if (p[i].MSize == 16 && p[i].NSize == 8 && p[i].KSize == 16 &&
+          p[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV && p[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+          p[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV && p[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+          p[i].scope == VK_SCOPE_SUBGROUP_NV)
+        ok = 1;
+  free(p);
+  return ok;
+}
+
+static void probe(VkInstance inst, VkPhysicalDevice pd, ks_gpu_info *info, dev_extra *x) {
   memset(info, 0, sizeof *info);
   memset(x, 0, sizeof *x);
   VkPhysicalDeviceProperties props;
@@ -317,6 +348,7 @@ static void probe(VkPhysicalDevice pd, ks_gpu_info *info, dev_extra *x) {
     info->storage16 = f11.storageBuffer16BitAccess;
     info->storage8 = f12.storageBuffer8BitAccess;
     x->robust_access = f2.features.robustBufferAccess;
+    x->memory_model = f12.vulkanMemoryModel;
   } else {
     VkPhysicalDeviceFeatures f;
     vkGetPhysicalDeviceFeatures(pd, &f);
@@ -333,6 +365,9 @@ static void probe(VkPhysicalDevice pd, ks_gpu_info *info, dev_extra *x) {
     x->portability_subset = has_dev_ext(ext, n, "VK_KHR_portability_subset");
   }
   free(ext);
+  info->coopmat = info->coopmat_nv && x->memory_model && info->fp16_arith &&
+                  info->subgroup_size == 32 && info->subgroup_shuffle &&
+                  coopmat_nv_usable(inst, pd);
 
   VkPhysicalDeviceMemoryProperties mp;
   vkGetPhysicalDeviceMemoryProperties(pd, &mp);
@@ -397,7 +432,7 @@ ks_status gpu_list_devices(FILE *f) {
   for (uint32_t i = 0; st == KS_OK && i < n; i++) {
     ks_gpu_info info;
     dev_extra x;
-    probe(pd[i], &info, &x);
+    probe(inst, pd[i], &info, &x);
     fprintf(f, "device %u: %s\n", i, info.name);
     fprintf(f, "  type %s, driver %s, Vulkan %u.%u.%u, vendor 0x%04x, device 0x%04x\n",
             type_name(info.type), info.driver, VK_API_VERSION_MAJOR(info.api_version),
@@ -416,6 +451,15 @@ ks_status gpu_list_devices(FILE *f) {
             yn(info.storage8), yn(info.coopmat_nv), yn(info.coopmat_khr), yn(x.robust_access),
             yn(x.timestamps),
             api_at_least_12(info.api_version) ? "" : " (Vulkan < 1.2: not usable by kvscope)");
+    /* what gpu_create would choose here, KVSCOPE_COOPMAT applied */
+    const char *cm = getenv("KVSCOPE_COOPMAT");
+    const char *mode = !info.coopmat ? "portable (subgroup or shared-memory sums)"
+                       : cm && !strcmp(cm, "off") ? "portable (KVSCOPE_COOPMAT=off)"
+                       : cm && !strcmp(cm, "f16") ? "cooperative matrix for F16 weights (KVSCOPE_COOPMAT=f16)"
+                       : cm && !strcmp(cm, "all") ? "cooperative matrix, prompts and decode steps (KVSCOPE_COOPMAT=all)"
+                       : "cooperative matrix for prompts; decode steps: portable (KVSCOPE_COOPMAT=prefill)";
+    fprintf(f, "  matrix kernels: %s%s\n", mode,
+            info.coopmat ? "; VK_NV_cooperative_matrix, 16x8x16 f16 -> f32" : "");
   }
   free(pd);
   destroy_instance(inst, VK_NULL_HANDLE);
@@ -475,7 +519,7 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   if (st != KS_OK) goto fail;
   g->phys = pd[g->index];
   dev_extra x;
-  probe(g->phys, &g->info, &x);
+  probe(g->inst, g->phys, &g->info, &x);
   if (!api_at_least_12(g->info.api_version)) {
     st = ks_fail(KS_ERR_UNSUPPORTED, "device %d (%s) supports Vulkan %u.%u; kvscope needs 1.2 or "
                                      "newer (update the driver, or choose another device)",
@@ -499,11 +543,29 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   g->info.timestamps = g->timestamp_bits > 0;
   const char *nosg_env = getenv("KVSCOPE_NO_SUBGROUP");
   g->no_subgroup = nosg_env && strcmp(nosg_env, "1") == 0;
+  const char *cm_env = getenv("KVSCOPE_COOPMAT");
+  g->coopmat_mode = g->info.coopmat ? 3 : 0;
+  if (cm_env && *cm_env) {
+    int mode = !strcmp(cm_env, "off") ? 0 : !strcmp(cm_env, "f16") ? 1 : !strcmp(cm_env, "all") ? 2
+             : !strcmp(cm_env, "prefill") ? 3 : -1;
+    if (mode < 0) {
+      st = ks_fail(KS_ERR_ARG, "KVSCOPE_COOPMAT='%s' must be off, prefill, f16 or all", cm_env);
+      goto fail;
+    }
+    if (g->info.coopmat) g->coopmat_mode = mode;
+  }
+  g->info.coopmat = g->coopmat_mode != 0;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+      .cooperativeMatrix = VK_TRUE,
+  };
   VkPhysicalDeviceVulkan12Features f12 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
       .shaderFloat16 = (VkBool32)g->info.fp16_arith,
       .shaderInt8 = (VkBool32)g->info.int8_arith,
       .storageBuffer8BitAccess = (VkBool32)g->info.storage8,
+      .vulkanMemoryModel = (VkBool32)g->info.coopmat,
+      .pNext = g->info.coopmat ? &cmf : NULL,
   };
   VkPhysicalDeviceVulkan11Features f11 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
@@ -522,9 +584,10 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
       .queueCount = 1,
       .pQueuePriorities = &prio,
   };
-  const char *dev_ext[2];
+  const char *dev_ext[3];
   uint32_t n_dev_ext = 0;
   if (x.portability_subset) dev_ext[n_dev_ext++] = "VK_KHR_portability_subset";
+  if (g->info.coopmat) dev_ext[n_dev_ext++] = "VK_NV_cooperative_matrix";
   VkDeviceCreateInfo dci = {
       .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
       .pNext = &f2,

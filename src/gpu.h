@@ -34,6 +34,10 @@ typedef struct {
   int fp16_arith, int8_arith; /* shaderFloat16 / shaderInt8 */
   int storage16, storage8;    /* 16/8-bit storage buffer access */
   int coopmat_nv, coopmat_khr;
+  /* the cooperative-matrix matrix kernels (matmul_cm.glsl) run here: VK_NV_cooperative_matrix
+   * with the 16x8x16 f16 x f16 + f32 subgroup shape, shaderFloat16, the Vulkan memory model,
+   * subgroups of 32 with shuffles; gpu_create applies KVSCOPE_COOPMAT (gpu_coopmat_mode) */
+  int coopmat;
   uint64_t max_storage_range; /* maxStorageBufferRange */
   uint64_t min_storage_align; /* minStorageBufferOffsetAlignment */
   uint64_t device_local_bytes;
@@ -106,6 +110,16 @@ ks_status gpu_tensor_upload_concat(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor 
 /* 1 when the matrix kernels sum lanes with subgroup shuffles (the device has them and
  * KVSCOPE_NO_SUBGROUP is not 1), 0 when they use shared memory: the same order of sums. */
 int gpu_matmul_subgroup(const ks_gpu *g);
+/* Which products run on the cooperative-matrix kernels (matmul_cm.glsl: f16 operands, f32 sums
+ * on the matrix units), set by KVSCOPE_COOPMAT: 0 none (no device support, or "off"); 1 "f16":
+ * products with F16 weights, decode and prefill alike; 2 "all": every weight type, decode and
+ * prefill alike; 3 "prefill" (the default where the device has them): every weight type except
+ * in decode steps (ks_matmul_opts.decode_step), which keep the portable kernels, faster for one
+ * token. In mode 3 a position's K/V bits depend on whether a prompt or a decode step computed
+ * it, so the engine caches only prompt-computed blocks (engine.c). Only rows of a multiple of
+ * 32 values, at most KS_COOPMAT_KMAX, take these kernels. */
+int gpu_coopmat_mode(const ks_gpu *g);
+int gpu_matmul_coopmat(const ks_gpu *g, ks_type t, int64_t K);
 /* What the kernels' bits depend on besides the model: the kernel arithmetic's version, the device
  * and driver, the lanes that share a matrix row. Cached K/V are tagged with it (with the model's
  * fingerprint), so K/V from another device, driver or kvscope version are never mixed in. The
@@ -196,6 +210,9 @@ typedef struct {
   int add, swiglu;
   uint32_t out_stride;
   const ks_rope_opts *rope;
+  /* part of a decode step (forward.c's replayed one-token graph): under gpu_coopmat_mode 3 the
+   * product takes the portable kernels there, the cooperative-matrix ones everywhere else */
+  int decode_step;
 } ks_matmul_opts;
 void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int n_tok,
                   const ks_matmul_opts *o);

@@ -70,6 +70,7 @@ struct ks_gpu {
   uint32_t max_groups[3];
   uint64_t slice_limit; /* weight slices: min(maxStorageBufferRange, $KVSCOPE_MAX_BUFFER_RANGE) */
   int no_subgroup;      /* KVSCOPE_NO_SUBGROUP=1: matrix kernels sum through shared memory */
+  int coopmat_mode;     /* gpu_coopmat_mode */
   int64_t live;         /* caller-owned VkBuffer + VkDeviceMemory objects alive */
   uint64_t device_bytes; /* KS_MEM_DEVICE memory allocated and not yet freed (all buffers) */
   int device_lost;       /* a submit or wait returned VK_ERROR_DEVICE_LOST (gpu_check_queue) */

@@ -718,11 +718,11 @@ static uint32_t mm_sg(const ks_gpu *g) {
 
 /* Bumped whenever a kernel's arithmetic (an order of sums, a fusion) changes: K/V written by
  * another version would not equal what this one computes. */
-#define KS_KERNEL_NUMERICS 2u
+#define KS_KERNEL_NUMERICS 3u
 
 uint64_t gpu_numerics_id(const ks_gpu *g) {
   const uint32_t words[] = {KS_KERNEL_NUMERICS, g->info.vendor_id, g->info.device_id,
-                            g->info.driver_version, mm_sg(g)};
+                            g->info.driver_version, mm_sg(g), (uint32_t)g->coopmat_mode};
   uint64_t h = 1469598103934665603ull; /* FNV-1a over the words' bytes */
   for (size_t i = 0; i < KS_ARRAY_LEN(words); i++)
     for (int b = 0; b < 4; b++) h = (h ^ ((words[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
@@ -731,6 +731,29 @@ uint64_t gpu_numerics_id(const ks_gpu *g) {
 
 int gpu_matmul_subgroup(const ks_gpu *g) {
   return g->info.subgroup_shuffle && !g->no_subgroup;
+}
+
+/* matmul_cm.glsl: its prefill tile (KS_CM_TN 8-token tiles, 4 subgroups of 32 weight rows) and
+ * its decode workgroup (S subgroups of 16 rows); a product takes the cooperative-matrix kernels
+ * when the device has them and K is a multiple of 32, for every n_tok alike (a choice made from
+ * K alone, so decode and prefill stay bit-identical). */
+#ifndef KS_CM_TN
+#define KS_CM_TN 4 /* CMake passes KVSCOPE_CM_TN */
+#endif
+int gpu_coopmat_mode(const ks_gpu *g) { return g->coopmat_mode; }
+
+int gpu_matmul_coopmat(const ks_gpu *g, ks_type t, int64_t K) {
+  const int m = g->coopmat_mode;
+  return (m == 2 || m == 3 || (m == 1 && t == KS_TYPE_F16)) && K >= 32 && K % 32 == 0 &&
+         K <= KS_COOPMAT_KMAX;
+}
+
+/* slices of K for matmul_cm.glsl (the partial sums added in order): at most 8, each a multiple
+ * of 32 elements */
+static uint32_t cm_slices(uint64_t K) {
+  for (uint32_t s = 8; s > 1; s /= 2)
+    if (K % (32u * s) == 0) return s;
+  return 1;
 }
 
 static const ks_buf *rope_table(ks_cmd *c, int head_dim, float base, const float *factors);
@@ -744,12 +767,17 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   const char *op = "op_matmul";
   if (c->status != KS_OK || n_tok <= 0) return;
   if (!tensor_ok(c, op, W)) return;
+  char shader[48];
+  uint64_t K = (uint64_t)W->ne[0], rows_all = (uint64_t)W->ne[1];
   static const ks_matmul_opts none = {0};
   if (!o) o = &none;
-  char shader[48];
-  snprintf(shader, sizeof shader, "%s%s%s", matmul_shader(W->type), n_tok == 1 ? "_dec" : "",
-           gpu_matmul_subgroup(c->g) ? "" : "_nosg");
-  uint64_t K = (uint64_t)W->ne[0], rows_all = (uint64_t)W->ne[1];
+  const int cm = gpu_matmul_coopmat(c->g, W->type, (int64_t)K) &&
+                 !(o->decode_step && c->g->coopmat_mode == 3);
+  if (cm)
+    snprintf(shader, sizeof shader, "%s_cm%s", matmul_shader(W->type), n_tok == 1 ? "_dec" : "");
+  else
+    snprintf(shader, sizeof shader, "%s%s%s", matmul_shader(W->type), n_tok == 1 ? "_dec" : "",
+             gpu_matmul_subgroup(c->g) ? "" : "_nosg");
   if (K % 4) {
     cmd_fail(c, KS_ERR_UNSUPPORTED, "%s: %s row length %llu is not a multiple of 4", op,
              ks_type_name(W->type), (unsigned long long)K);
@@ -797,8 +825,20 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   const uint32_t split = K >= 4096 ? 4 : K >= 2048 ? 2 : 1;
   const uint32_t sg = mm_sg(c->g), lpr = sg * split;
   const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
-  const uint32_t outs = o->swiglu || rp ? R / 2 : R;
-  uint32_t spec[3] = {wg, sg, split};
+  uint32_t outs = o->swiglu || rp ? R / 2 : R;
+  uint32_t spec[3] = {wg, sg, split}, n_spec = 3, per_wg = ngr * outs, tok_tile = TT;
+  if (cm) { /* matmul_cm.glsl's work split */
+    const uint32_t S = cm_slices(K), paired = o->swiglu || rp;
+    spec[0] = decode ? 32 * S : 128;
+    spec[1] = S;
+    /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 stages F16 weight tiles through shared memory
+     * too; the f16 values and so the bits are the same */
+    const char *stage = getenv("KVSCOPE_CM_STAGE");
+    spec[2] = stage && !strcmp(stage, "1") ? 1 : 0;
+    n_spec = 3;
+    per_wg = (decode ? 1 : 4) * (paired ? 16 : 32);
+    tok_tile = decode ? 1 : 8 * KS_CM_TN;
+  }
   uint64_t out_bytes = ((uint64_t)n_tok - 1) * stride * 4 + N * 4;
   for (int s = 0; s < W->n_slices; s++) {
     int64_t r0 = (int64_t)s * W->rows_per_slice;
@@ -829,9 +869,8 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
                     rp ? bind(rp->kpool, 0) : bo, rp ? bind(rp->vpool, 0) : bo,
                     rp ? bind(rp->steptab, 0) : bx,
                     rp ? bind(ks_ref(freq, 0), (uint64_t)(rp->head_dim / 2) * 4) : bx};
-    uint32_t per_wg = ngr * outs;
-    dispatch(c, op, shader, spec, 3, b, 8, &pc, sizeof pc, (outputs + per_wg - 1) / per_wg,
-             ((uint32_t)n_tok + TT - 1) / TT, 1);
+    dispatch(c, op, shader, spec, n_spec, b, 8, &pc, sizeof pc, (outputs + per_wg - 1) / per_wg,
+             ((uint32_t)n_tok + tok_tile - 1) / tok_tile, 1);
   }
 }
 

@@ -48,6 +48,9 @@ const ks_model *ks_engine_model(const ks_engine *e);
 const ks_tokenizer *ks_engine_tokenizer(const ks_engine *e);
 int ks_engine_n_ctx(const ks_engine *e);
 const char *ks_engine_device_name(const ks_engine *e);
+/* Which of the engine's products run on the cooperative-matrix kernels (f16 operands, f32 sums):
+ * gpu_coopmat_mode's 0 / 1 / 2, the value ref_set_f16_products takes to do the same. */
+int ks_engine_f16_products(const ks_engine *e);
 
 /* Tokenizes a prompt (BOS added); rejects invalid UTF-8 and prompts that leave no room in the
  * context. *tokens is malloc'd. */

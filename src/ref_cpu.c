@@ -22,8 +22,31 @@ void ref_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
  * product is still summed in index order, so chunking does not change a single bit. */
 #define REF_CHUNK 256
 
+/* ref_set_f16_products: products of rows of a multiple of 32 values multiply f16-rounded
+ * operands, as the cooperative-matrix kernels do (process-wide; off unless a test turns it on) */
+static int g_f16_products;
+void ref_set_f16_products(int mode) { g_f16_products = mode; }
+int ref_f16_products(void) { return g_f16_products; }
+static int f16_row(ks_type t, int64_t n) {
+  return (g_f16_products >= 2 || (g_f16_products == 1 && t == KS_TYPE_F16)) && n >= 32 &&
+         n % 32 == 0 && n <= KS_COOPMAT_KMAX;
+}
+static float f16r(float v) { return ks_f16_to_f32(ks_f32_to_f16(v)); }
+
 static float dot_row(const ks_tensor *w, int64_t row, const float *x) {
   const int64_t n = w->ne[0];
+  if (f16_row(w->type, n)) { /* x is already rounded (ref_matmul) */
+    const unsigned char *r =
+        (const unsigned char *)w->data + (size_t)row * ks_type_row_bytes(w->type, n);
+    float buf[REF_CHUNK];
+    float val = 0.0f;
+    for (int64_t j0 = 0; j0 < n; j0 += REF_CHUNK) {
+      const int64_t len = KS_MIN((int64_t)REF_CHUNK, n - j0);
+      ks_dequant_row(w->type, r + ks_type_row_bytes(w->type, j0), buf, len);
+      for (int64_t j = 0; j < len; j++) val += f16r(buf[j]) * x[j0 + j];
+    }
+    return val;
+  }
   if (w->type == KS_TYPE_F32) {
     const float *r = (const float *)w->data + row * n;
     float val = 0.0f;
@@ -43,8 +66,18 @@ static float dot_row(const ks_tensor *w, int64_t row, const float *x) {
 
 void ref_matmul(float *out, const float *x, const ks_tensor *w, int n_tok) {
   const int64_t n = w->ne[0], d = w->ne[1];
-  for (int t = 0; t < n_tok; t++)
-    for (int64_t i = 0; i < d; i++) out[(int64_t)t * d + i] = dot_row(w, i, x + (int64_t)t * n);
+  const int h = f16_row(w->type, n);
+  float *xr = h ? malloc((size_t)n * sizeof *xr) : NULL;
+  if (h && !xr) abort(); /* a test oracle out of memory must not answer */
+  for (int t = 0; t < n_tok; t++) {
+    const float *xt = x + (int64_t)t * n;
+    if (xr) {
+      for (int64_t j = 0; j < n; j++) xr[j] = f16r(xt[j]);
+      xt = xr;
+    }
+    for (int64_t i = 0; i < d; i++) out[(int64_t)t * d + i] = dot_row(w, i, xt);
+  }
+  free(xr);
 }
 
 void ref_embed(float *out, const ks_tensor *emb, int token) {

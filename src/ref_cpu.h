@@ -9,6 +9,14 @@
 void ref_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* out (n_tok, w->ne[1]) = x (n_tok, w->ne[0]) · wᵀ, dequantising each weight row. */
 void ref_matmul(float *out, const float *x, const ks_tensor *w, int n_tok);
+/* On a device whose products run on the cooperative-matrix kernels (gpu_matmul_coopmat: f16
+ * operands, f32 sums), the reference models them: mode 1 (F16 weights) or 2 and 3 (every type),
+ * as gpu_coopmat_mode, makes ref_matmul round x and the dequantised weights to f16 (nearest even)
+ * for the products those kernels take (rows of a multiple of 32 values, at most
+ * KS_COOPMAT_KMAX), then sum in f32 as always. Process-wide, 0 (off) by default; tests and
+ * selftest set it from the device. */
+void ref_set_f16_products(int mode);
+int ref_f16_products(void);
 /* out (dim) = row `token` of the embedding table, dequantised. */
 void ref_embed(float *out, const ks_tensor *emb, int token);
 /* Rotates n_heads heads of head_dim values in place for position pos. neox=0: pairs

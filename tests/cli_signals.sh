@@ -22,7 +22,9 @@ else bad "SIGINT during prefill: exit $rc"; cat "$TMP/int.err"; fi
 # SIGTERM while decoding; the blocks computed so far are saved whole
 need_shared models/stories260K.bin models/tok512.bin
 S="-m $SHARED/models/stories260K.bin -z $SHARED/models/tok512.bin"
-$K run $S -p "Once upon a time" -n 480 --temp 0 --cache-dir "$D" >"$TMP/term.out" 2>"$TMP/term.err" &
+# (a prompt of more than one K/V block: where decode steps and prompts use different kernels
+# (KVSCOPE_COOPMAT=prefill) only the prompt's blocks are saved)
+$K run $S -p "Once upon a time, there was a little girl named Lily. She liked to play in the park with her friends." -n 480 --temp 0 --cache-dir "$D" >"$TMP/term.out" 2>"$TMP/term.err" &
 pid=$!
 sleep 3
 kill -TERM $pid

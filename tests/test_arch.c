@@ -30,7 +30,7 @@
 #include "testutil.h"
 
 enum { N_PROMPT = 13, N_DECODE = 3, N_POS = N_PROMPT + N_DECODE, CTX = 64, BATCH = 8 };
-#define BOUND 1e-4
+#define BOUND ks_test_model_bound()
 
 static const char *g_dir;
 static int g_tokens[N_POS];

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "kvscope.h"
+#include "gputest.h"
 #include "ref_cpu.h"
 #include "testutil.h"
 
@@ -39,6 +40,7 @@ static ks_engine *open_engine(const char *path, int batch) {
   }
   if (st == KS_ERR_IO) ks_test_skip("the shipped model is absent: %s", ks_last_error());
   REQUIRE(st == KS_OK);
+  ref_set_f16_products(ks_engine_f16_products(e)); /* the oracle rounds as the kernels do */
   return e;
 }
 
@@ -101,8 +103,9 @@ static double check_request(ks_engine *e, oracle *o, const int *prompt, int n, i
   printf("%s: %d steps, %d rows (all heads, layers 0..%d in turn), %d cached positions, "
          "worst |GPU - CPU| %.3g\n", what, step, rows_checked, c->n_layer - 1, cached, worst);
   CHECK_MSG(step == n_predict, "%s: %d steps, expected %d", what, step, n_predict);
-  CHECK_MSG(worst <= 1e-4, "%s: attention rows differ from the CPU reference by %.3g > 1e-4",
-            what, worst);
+  CHECK_MSG(worst <= ks_test_model_bound(),
+            "%s: attention rows differ from the CPU reference by %.3g > %.0e", what, worst,
+            ks_test_model_bound());
   if (expect_cached) CHECK_MSG(cached >= 16, "%s: only %d positions came from the cache", what, cached);
   else CHECK(cached == 0);
   return worst;

@@ -1,0 +1,331 @@
+// matmul_cm.glsl — the matrix kernel of matmul.glsl on the matrix units (VK_NV_cooperative_matrix):
+// y (n_tok, N) = x (n_tok, K) · Wᵀ with the same fusions (NORM_IN, EPI_ADD, EPI_SWIGLU, EPI_ROPE)
+// and the same bindings and push constants. Included by matmul_<type>.comp when KS_COOPMAT=1;
+// KS_DECODE=1 builds the one-token kernel (NAME_cm_dec), 0 the prefill one (NAME_cm).
+//
+// Shapes: A = 16 weight rows x 16 k (f16), B = 16 k x 8 tokens (f16), C = 16 x 8 (f32). A
+// subgroup owns 32 weight rows ("slots", two A tiles). F16 weights whose tile rows are evenly
+// spaced are loaded straight from the weight buffer; other tiles (other types, a last partial
+// tile, uneven RoPE pairs) are read by load_w (every weight type, f32 values) and rounded to f16
+// in shared memory. The input row (RMS-normalised first under NORM_IN: (x * nw) * scale, scale
+// from the row's sum of squares in a fixed order) is rounded to f16 the same way. The f16 values
+// are the same either way, so the direct loads do not change a bit.
+//
+// Bits: K is cut into S slices of K / S (S from K alone, host side). An output's slice sum is the
+// chain of 16-deep products C = A·B + C over the slice's k steps in order, from C = 0; the slices
+// are then added in order, ((p0 + p1) + p2) + ... in f32. The decode kernel gives each slice to
+// its own subgroup (parallelism for one token) and adds the partials through shared memory; the
+// prefill kernel walks all slices in one subgroup and adds them as it goes. Either way an
+// output's value depends only on its own input row, its weights, K and S, never on the batch, so
+// prefill and decode give a row the same bits (the prompt cache's bit-for-bit reuse).
+#extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_NV_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#include "matmul_common.glsl"
+layout(local_size_x_id = 0) in;
+layout(constant_id = 0) const uint WG = 128; // decode: 32 * S; prefill: NSG * 32
+layout(constant_id = 1) const uint S = 1;    // slices of K
+layout(constant_id = 2) const uint STAGE = 0; // 1: every tile through shared memory (tuning)
+
+#define A_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define B_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
+#define C_T fcoopmatNV<32, gl_ScopeSubgroup, 16, 8>
+
+const uint MT = 2u;       // 16-row A tiles per subgroup
+const uint RM = 16u * MT; // slots per subgroup
+#if KS_DECODE
+const uint KC = 32u;      // k per staged weight chunk
+const uint NSG = 8u;      // subgroups: S of them, one slice each (sized for the largest S)
+const uint TN = 1u;       // one 8-token tile (token 0 real)
+// the whole input row, f16, then 128 zero halves the B tiles read past it (host: K <= KS_CM_KMAX)
+shared uvec4 Xs[KS_CM_KMAX / 8u + 16u];
+shared float scd;
+#else
+const uint KC = 64u;
+const uint NSG = 4u;      // subgroups: different rows, the same tokens, all slices each
+const uint TN = KS_CM_TN;
+const uint XST4 = KC / 8u + 1u;
+shared uvec4 Xs[TN * 8u * XST4];
+shared float scs[TN * 8u];
+#endif
+const uint AST4 = KC / 8u + 1u; // uvec4s (8 halves each) per staged weight row, one of padding
+// staged weights; after the last chunk each subgroup's own part holds its 16 x 8 f32 results
+shared uvec4 As[NSG * RM * AST4];
+#if KS_DECODE
+shared uint srow[RM]; // one group of slots for the whole workgroup
+shared uint sdir[MT];
+#else
+shared uint srow[NSG * RM];
+shared uint sdir[NSG * MT]; // per tile: row spacing of a direct-load tile, 0 for a staged one
+#endif
+
+uvec4 h8(vec4 a, vec4 b) {
+  return uvec4(packFloat2x16(f16vec2(a.xy)), packFloat2x16(f16vec2(a.zw)),
+               packFloat2x16(f16vec2(b.xy)), packFloat2x16(f16vec2(b.zw)));
+}
+
+// RMSNorm's 1 / sqrt(mean(x^2) + eps) of input row t, summed by one subgroup (32 lanes) in a
+// fixed order: lane l takes vec4s l, l + 32, ... (fma each), then a butterfly
+float row_scale(uint t) {
+  const uint k4 = pc.K >> 2;
+  precise float s = 0.0;
+  for (uint i = gl_SubgroupInvocationID; i < k4; i += 32u) {
+    vec4 a = x4[pc.o_x / 4u + t * k4 + i];
+    s = fma(a.x, a.x, s);
+    s = fma(a.y, a.y, s);
+    s = fma(a.z, a.z, s);
+    s = fma(a.w, a.w, s);
+  }
+  for (uint m = 16u; m > 0u; m >>= 1) {
+    precise float r = s + subgroupShuffleXor(s, m);
+    s = r;
+  }
+  precise float ms = s / float(pc.K) + pc.eps;
+  precise float sc = 1.0 / sqrt(ms);
+  return sc;
+}
+
+// input row t, elements 8 u .. 8 u + 7, as the product sees them (normalised under NORM_IN), f16
+uvec4 x_in8(uint t, uint u, float sc) {
+  const uint q = 2u * u;
+  vec4 a = x4[pc.o_x / 4u + t * (pc.K >> 2) + q];
+  vec4 b = x4[pc.o_x / 4u + t * (pc.K >> 2) + q + 1u];
+  if ((pc.flags & NORM_IN) != 0u) {
+    precise vec4 va = a * nw4[pc.o_nw / 4u + q];
+    precise vec4 vb = b * nw4[pc.o_nw / 4u + q + 1u];
+    precise vec4 wa = va * sc;
+    precise vec4 wb = vb * sc;
+    a = wa;
+    b = wb;
+  }
+  return h8(a, b);
+}
+
+// weight row of slot s (0 .. RM - 1) of the output group starting at obase: plain rows; or the
+// first RM / 2 slots the gate rows (EPI_SWIGLU) / first rows of RoPE pairs (EPI_ROPE) and the
+// last RM / 2 the matching up rows / second rows
+uint slot_row(uint obase, uint s) {
+  const bool swiglu = (pc.flags & EPI_SWIGLU) != 0u, rope = (pc.flags & EPI_ROPE) != 0u;
+  const uint outs = swiglu || rope ? RM / 2u : RM;
+  const uint o = s % outs;
+  uint r = obase + s;
+  if (swiglu) r = s < outs ? obase + o : pc.rows + obase + o;
+  if (rope) {
+    uint e0, e1, j;
+    rope_pair(min(obase + o, pc.rows / 2u - 1u), e0, e1, j);
+    r = s < outs ? e0 : e1;
+  }
+  return min(r, (swiglu ? 2u * pc.rows : pc.rows) - 1u);
+}
+
+// slot rows of this subgroup's group (srow[sb ..]) and, per tile, whether its rows are evenly
+// spaced inside the slice (direct loads; F16 only): by lane 0 .. RM - 1 of the subgroup
+void setup_rows(uint sb, uint tb, uint obase) {
+  const uint lane = gl_SubgroupInvocationID;
+  if (lane < RM) srow[sb + lane] = slot_row(obase, lane);
+  subgroupMemoryBarrierShared();
+  subgroupBarrier();
+  if (lane < MT) {
+    uint d = 0u;
+#if WTYPE == 1
+    const uint wrows = (pc.flags & EPI_SWIGLU) != 0u ? 2u * pc.rows : pc.rows;
+    const uint r0 = srow[sb + 16u * lane], r1 = srow[sb + 16u * lane + 1u];
+    d = r1 > r0 ? r1 - r0 : 0u;
+    for (uint i = 2u; i < 16u && d != 0u; i++)
+      if (srow[sb + 16u * lane + i] != r0 + i * d) d = 0u;
+    if (r0 + 15u * d >= wrows || STAGE != 0u) d = 0u;
+#endif
+    sdir[tb + lane] = d;
+  }
+  subgroupMemoryBarrierShared();
+  subgroupBarrier();
+}
+
+// stages the units (8 elements) k0 / 8 .. (k0 + kc) / 8 - 1 of the 16 rows of tile m (slots
+// srow[sb + 16 m ..]) into As rows ab + 16 m .., as f16; all loads first, then the stores
+void stage_tile(uint sb, uint ab, uint m, uint k0, uint kc) {
+  const uint lane = gl_SubgroupInvocationID, upr = kc / 8u, n = 16u * upr;
+  vec4 w0[KC / 16u], w1[KC / 16u]; // 16 rows x KC / 8 units over 32 lanes
+  [[unroll]] for (uint j = 0u; j < KC / 16u; j++) {
+    const uint i = lane + 32u * j;
+    if (i < n) load_w(srow[sb + 16u * m + i / upr], (k0 >> 3) + i % upr, w0[j], w1[j]);
+  }
+  [[unroll]] for (uint j = 0u; j < KC / 16u; j++) {
+    const uint i = lane + 32u * j;
+    if (i < n) As[(ab + 16u * m + i / upr) * AST4 + i % upr] = h8(w0[j], w1[j]);
+  }
+}
+
+// A tile m for k step k (a multiple of 16) of this subgroup: straight from the weights when the
+// tile is direct, else from the staged chunk (k - k0 into it)
+void load_a(inout A_T a, uint sb, uint ab, uint tb, uint m, uint k, uint k0) {
+#if WTYPE == 1
+  const uint d = sdir[tb + m];
+  if (d != 0u && (pc.K & 7u) == 0u) {
+    const uint rs = pc.K >> 3; // uvec4s per weight row
+    coopMatLoadNV(a, w8, srow[sb + 16u * m] * rs + (k >> 3), d * rs, false);
+    return;
+  }
+#endif
+  coopMatLoadNV(a, As, (ab + 16u * m) * AST4 + ((k - k0) >> 3), AST4, false);
+}
+
+// the epilogue of output o of the group at obase for token t; a and b are the slot values
+// (b the paired slot's under EPI_SWIGLU / EPI_ROPE)
+void finish(uint obase, uint o, uint t, float a, float b) {
+  const bool rope = (pc.flags & EPI_ROPE) != 0u;
+  const uint nout = rope ? pc.rows / 2u : pc.rows;
+  if (t >= pc.n_tok || obase + o >= nout) return;
+  if (rope)
+    mm_rope_store(obase + o, t, a, b);
+  else
+    mm_store(t, obase + o, a, b);
+}
+
+// result (slot s, token column n) of the 16 x 8 f32 tiles stored row-major at As[base ..]
+float res(uint base, uint s, uint n) {
+  const uint e = (s % 16u) * 8u + n;
+  return uintBitsToFloat(As[base + (s / 16u) * 32u + e / 4u][e % 4u]);
+}
+
+void main() {
+  const uint sub = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+  const bool paired = (pc.flags & (EPI_SWIGLU | EPI_ROPE)) != 0u;
+  const bool norm = (pc.flags & NORM_IN) != 0u;
+  const uint outs = paired ? RM / 2u : RM;
+  const uint SL = pc.K / S; // slice length, a multiple of 32 (host)
+  const uint ab = sub * RM;  // this subgroup's As rows
+#if KS_DECODE
+  // one group of outs outputs, its 32 slots shared by all subgroups; subgroup `sub` (< S) takes
+  // slice sub. The input row is staged whole, once.
+  const uint obase = gl_WorkGroupID.x * outs;
+  if (sub == 0u) {
+    setup_rows(0u, 0u, obase);
+    const float sc = norm ? row_scale(0u) : 1.0;
+    if (lane == 0u) scd = sc;
+  }
+  barrier();
+  for (uint i = gl_LocalInvocationID.x; i < pc.K / 8u + 16u; i += WG)
+    Xs[i] = i < pc.K / 8u ? x_in8(0u, i, scd) : uvec4(0u);
+  barrier();
+  C_T acc[MT];
+  [[unroll]] for (uint m = 0u; m < MT; m++) acc[m] = C_T(0.0);
+  const uint kb = sub * SL, ke = kb + SL;
+  // B for k step k: column n starts 16 n halves further; column 0 is the token, the others are
+  // whatever follows (results nobody reads)
+  if (sdir[0] != 0u && sdir[1] != 0u) { // both tiles straight from the weights: 8 steps' loads first
+    for (uint k0 = kb; k0 < ke; k0 += 128u) {
+      A_T a[8u * MT];
+      [[unroll]] for (uint j = 0u; j < 8u; j++)
+        if (k0 + 16u * j < ke)
+          [[unroll]] for (uint m = 0u; m < MT; m++) load_a(a[j * MT + m], 0u, 0u, 0u, m, k0 + 16u * j, 0u);
+      [[unroll]] for (uint j = 0u; j < 8u; j++) {
+        if (k0 + 16u * j < ke) {
+          B_T b;
+          coopMatLoadNV(b, Xs, (k0 + 16u * j) >> 3, 2u, true);
+          [[unroll]] for (uint m = 0u; m < MT; m++) acc[m] = coopMatMulAddNV(a[j * MT + m], b, acc[m]);
+        }
+      }
+    }
+  } else {
+    for (uint k0 = kb; k0 < ke; k0 += KC) {
+      const uint kc = min(KC, ke - k0);
+      [[unroll]] for (uint m = 0u; m < MT; m++)
+        if (sdir[m] == 0u) stage_tile(0u, ab, m, k0, kc);
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+      for (uint kk = 0u; kk < kc; kk += 16u) {
+        B_T b;
+        coopMatLoadNV(b, Xs, (k0 + kk) >> 3, 2u, true);
+        [[unroll]] for (uint m = 0u; m < MT; m++) {
+          A_T a;
+          load_a(a, 0u, ab, 0u, m, k0 + kk, k0);
+          acc[m] = coopMatMulAddNV(a, b, acc[m]);
+        }
+      }
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+    }
+  }
+  [[unroll]] for (uint m = 0u; m < MT; m++)
+    coopMatStoreNV(acc[m], As, ab * AST4 + 32u * m, 2u, false); // element (m, n) at 8 m + n
+  barrier();
+  for (uint o = gl_LocalInvocationID.x; o < outs; o += WG) {
+    precise float a = res(0u, o, 0u);
+    for (uint p = 1u; p < S; p++) a = a + res(p * RM * AST4, o, 0u);
+    precise float b = 0.0;
+    if (paired) {
+      b = res(0u, o + outs, 0u);
+      for (uint p = 1u; p < S; p++) b = b + res(p * RM * AST4, o + outs, 0u);
+    }
+    finish(obase, o, 0u, a, b);
+  }
+#else
+  const uint obase = (gl_WorkGroupID.x * NSG + sub) * outs;
+  const uint tbase = gl_WorkGroupID.y * TN * 8u;
+  setup_rows(sub * RM, sub * MT, obase);
+  if (norm)
+    for (uint t = sub; t < TN * 8u; t += NSG) {
+      float sc = tbase + t < pc.n_tok ? row_scale(tbase + t) : 0.0;
+      if (lane == 0u) scs[t] = sc;
+    }
+  barrier();
+  C_T acc[MT * TN], total[MT * TN];
+  [[unroll]] for (uint i = 0u; i < MT * TN; i++) {
+    acc[i] = C_T(0.0);
+    total[i] = C_T(0.0);
+  }
+  for (uint k0 = 0u; k0 < pc.K;) {
+    const uint se = (k0 / SL + 1u) * SL; // end of the slice: chunks never straddle one
+    const uint kc = min(KC, se - k0);
+    for (uint i = gl_LocalInvocationID.x; i < TN * 8u * (KC / 8u); i += WG) {
+      const uint t = i / (KC / 8u), u = i % (KC / 8u);
+      uvec4 v = uvec4(0u);
+      if (tbase + t < pc.n_tok && u < kc / 8u) v = x_in8(tbase + t, (k0 >> 3) + u, norm ? scs[t] : 1.0);
+      Xs[t * XST4 + u] = v;
+    }
+    [[unroll]] for (uint m = 0u; m < MT; m++)
+      if (sdir[sub * MT + m] == 0u) stage_tile(sub * RM, ab, m, k0, kc);
+    barrier();
+    for (uint kk = 0u; kk < kc; kk += 16u) {
+      A_T a[MT];
+      [[unroll]] for (uint m = 0u; m < MT; m++) load_a(a[m], sub * RM, ab, sub * MT, m, k0 + kk, k0);
+      [[unroll]] for (uint n = 0u; n < TN; n++) {
+        B_T b;
+        coopMatLoadNV(b, Xs, 8u * n * XST4 + (kk >> 3), XST4, true);
+        [[unroll]] for (uint m = 0u; m < MT; m++)
+          acc[m * TN + n] = coopMatMulAddNV(a[m], b, acc[m * TN + n]);
+      }
+    }
+    barrier();
+    k0 += kc;
+    if (k0 == se) { // a slice ends: add it to the slices before, in order
+      const bool first = k0 == SL;
+      [[unroll]] for (uint i = 0u; i < MT * TN; i++) {
+        if (first)
+          total[i] = acc[i];
+        else
+          total[i] = total[i] + acc[i];
+        acc[i] = C_T(0.0);
+      }
+    }
+  }
+  for (uint n = 0u; n < TN; n++) {
+    [[unroll]] for (uint m = 0u; m < MT; m++)
+      coopMatStoreNV(total[m * TN + n], As, ab * AST4 + 32u * m, 2u, false);
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+    for (uint i = lane; i < outs * 8u; i += 32u) {
+      const uint o = i / 8u, tn = i % 8u;
+      finish(obase, o, tbase + 8u * n + tn, res(ab * AST4, o, tn),
+             paired ? res(ab * AST4, o + outs, tn) : 0.0);
+    }
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
+  }
+#endif
+}
