@@ -8,8 +8,10 @@
 // spaced are loaded straight from the weight buffer; other tiles (other types, a last partial
 // tile, uneven RoPE pairs) are read by load_w (every weight type, f32 values) and rounded to f16
 // in shared memory. The input row (RMS-normalised first under NORM_IN: (x * nw) * scale, scale
-// from the row's sum of squares in a fixed order) is rounded to f16 the same way. The f16 values
-// are the same either way, so the direct loads do not change a bit.
+// from the row's sum of squares in a fixed order) is rounded to f16 the same way (cm_input.glsl):
+// by the decode kernel itself, and for the prefill kernel once per product by cm_xprep.comp,
+// whose output the host binds in place of x. The f16 values are the same either way, so neither
+// the direct loads nor where the input is rounded change a bit.
 //
 // Bits: K is cut into S slices of K / S (S from K alone, host side). An output's slice sum is the
 // chain of 16-deep products C = A·B + C over the slice's k steps in order, from C = 0; the slices
@@ -30,6 +32,7 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128; // decode: 32 * S; prefill: NSG * 32
 layout(constant_id = 1) const uint S = 1;    // slices of K
 layout(constant_id = 2) const uint STAGE = 0; // 1: every tile through shared memory (tuning)
+layout(constant_id = 3) const uint BDIRECT = 0; // prefill: 1 B tiles straight from xh, 0 through shared memory
 
 #define A_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define B_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
@@ -46,11 +49,12 @@ shared uvec4 Xs[KS_CM_KMAX / 8u + 16u];
 shared float scd;
 #else
 const uint KC = 64u;
-const uint NSG = 4u;      // subgroups: different rows, the same tokens, all slices each
+const uint NSG = KS_CM_NSG; // subgroups: different rows, the same tokens, all slices each
 const uint TN = KS_CM_TN;
 const uint XST4 = KC / 8u + 1u;
 shared uvec4 Xs[TN * 8u * XST4];
-shared float scs[TN * 8u];
+// the input as cm_xprep.comp wrote it (normalised, f16), bound where x is
+layout(binding = 1) readonly buffer XH { uvec4 xh[]; };
 #endif
 const uint AST4 = KC / 8u + 1u; // uvec4s (8 halves each) per staged weight row, one of padding
 // staged weights; after the last chunk each subgroup's own part holds its 16 x 8 f32 results
@@ -63,47 +67,7 @@ shared uint srow[NSG * RM];
 shared uint sdir[NSG * MT]; // per tile: row spacing of a direct-load tile, 0 for a staged one
 #endif
 
-uvec4 h8(vec4 a, vec4 b) {
-  return uvec4(packFloat2x16(f16vec2(a.xy)), packFloat2x16(f16vec2(a.zw)),
-               packFloat2x16(f16vec2(b.xy)), packFloat2x16(f16vec2(b.zw)));
-}
-
-// RMSNorm's 1 / sqrt(mean(x^2) + eps) of input row t, summed by one subgroup (32 lanes) in a
-// fixed order: lane l takes vec4s l, l + 32, ... (fma each), then a butterfly
-float row_scale(uint t) {
-  const uint k4 = pc.K >> 2;
-  precise float s = 0.0;
-  for (uint i = gl_SubgroupInvocationID; i < k4; i += 32u) {
-    vec4 a = x4[pc.o_x / 4u + t * k4 + i];
-    s = fma(a.x, a.x, s);
-    s = fma(a.y, a.y, s);
-    s = fma(a.z, a.z, s);
-    s = fma(a.w, a.w, s);
-  }
-  for (uint m = 16u; m > 0u; m >>= 1) {
-    precise float r = s + subgroupShuffleXor(s, m);
-    s = r;
-  }
-  precise float ms = s / float(pc.K) + pc.eps;
-  precise float sc = 1.0 / sqrt(ms);
-  return sc;
-}
-
-// input row t, elements 8 u .. 8 u + 7, as the product sees them (normalised under NORM_IN), f16
-uvec4 x_in8(uint t, uint u, float sc) {
-  const uint q = 2u * u;
-  vec4 a = x4[pc.o_x / 4u + t * (pc.K >> 2) + q];
-  vec4 b = x4[pc.o_x / 4u + t * (pc.K >> 2) + q + 1u];
-  if ((pc.flags & NORM_IN) != 0u) {
-    precise vec4 va = a * nw4[pc.o_nw / 4u + q];
-    precise vec4 vb = b * nw4[pc.o_nw / 4u + q + 1u];
-    precise vec4 wa = va * sc;
-    precise vec4 wb = vb * sc;
-    a = wa;
-    b = wb;
-  }
-  return h8(a, b);
-}
+#include "cm_input.glsl"
 
 // weight row of slot s (0 .. RM - 1) of the output group starting at obase: plain rows; or the
 // first RM / 2 slots the gate rows (EPI_SWIGLU) / first rows of RoPE pairs (EPI_ROPE) and the
@@ -268,11 +232,6 @@ void main() {
   const uint obase = (gl_WorkGroupID.x * NSG + sub) * outs;
   const uint tbase = gl_WorkGroupID.y * TN * 8u;
   setup_rows(sub * RM, sub * MT, obase);
-  if (norm)
-    for (uint t = sub; t < TN * 8u; t += NSG) {
-      float sc = tbase + t < pc.n_tok ? row_scale(tbase + t) : 0.0;
-      if (lane == 0u) scs[t] = sc;
-    }
   barrier();
   C_T acc[MT * TN], total[MT * TN];
   [[unroll]] for (uint i = 0u; i < MT * TN; i++) {
@@ -282,26 +241,41 @@ void main() {
   for (uint k0 = 0u; k0 < pc.K;) {
     const uint se = (k0 / SL + 1u) * SL; // end of the slice: chunks never straddle one
     const uint kc = min(KC, se - k0);
-    for (uint i = gl_LocalInvocationID.x; i < TN * 8u * (KC / 8u); i += WG) {
-      const uint t = i / (KC / 8u), u = i % (KC / 8u);
-      uvec4 v = uvec4(0u);
-      if (tbase + t < pc.n_tok && u < kc / 8u) v = x_in8(tbase + t, (k0 >> 3) + u, norm ? scs[t] : 1.0);
-      Xs[t * XST4 + u] = v;
-    }
+    if (BDIRECT == 0u)
+      for (uint i = gl_LocalInvocationID.x; i < TN * 8u * (KC / 8u); i += WG) {
+        const uint t = i / (KC / 8u), u = i % (KC / 8u);
+        uvec4 v = uvec4(0u);
+        if (tbase + t < pc.n_tok && u < kc / 8u) v = xh[pc.o_x / 4u + (tbase + t) * (pc.K >> 3) + (k0 >> 3) + u];
+        Xs[t * XST4 + u] = v;
+      }
     [[unroll]] for (uint m = 0u; m < MT; m++)
       if (sdir[sub * MT + m] == 0u) stage_tile(sub * RM, ab, m, k0, kc);
-    barrier();
+    if (BDIRECT == 0u) {
+      barrier();
+    } else {
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+    }
     for (uint kk = 0u; kk < kc; kk += 16u) {
       A_T a[MT];
       [[unroll]] for (uint m = 0u; m < MT; m++) load_a(a[m], sub * RM, ab, sub * MT, m, k0 + kk, k0);
       [[unroll]] for (uint n = 0u; n < TN; n++) {
         B_T b;
-        coopMatLoadNV(b, Xs, 8u * n * XST4 + (kk >> 3), XST4, true);
+        if (BDIRECT != 0u) // rows past n_tok: the host pads xh to whole token tiles
+          coopMatLoadNV(b, xh, pc.o_x / 4u + (tbase + 8u * n) * (pc.K >> 3) + ((k0 + kk) >> 3),
+                        pc.K >> 3, true);
+        else
+          coopMatLoadNV(b, Xs, 8u * n * XST4 + (kk >> 3), XST4, true);
         [[unroll]] for (uint m = 0u; m < MT; m++)
           acc[m * TN + n] = coopMatMulAddNV(a[m], b, acc[m * TN + n]);
       }
     }
-    barrier();
+    if (BDIRECT == 0u) {
+      barrier();
+    } else {
+      subgroupMemoryBarrierShared();
+      subgroupBarrier();
+    }
     k0 += kc;
     if (k0 == se) { // a slice ends: add it to the slices before, in order
       const bool first = k0 == SL;

@@ -90,6 +90,11 @@ struct ks_gpu {
   int n_pipes, cap_pipes;
   ks_rope_table *ropes;
   int n_ropes;
+  /* the cooperative-matrix prefill products' f16 input (cm_scratch in gpu_ops.c) */
+  ks_buf *cm_bufs; /* the last one is in use */
+  int n_cm_bufs;
+  uint64_t cm_region; /* bytes of each of its ring regions */
+  uint32_t cm_next;
 };
 
 #define KS_STAGING_BYTES (32ull << 20)

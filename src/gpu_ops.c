@@ -386,6 +386,11 @@ void gpu_ops_release(ks_gpu *g) {
     gpu_buf_destroy_internal(g, &g->ropes[i].buf);
     free(g->ropes[i].factors);
   }
+  for (int i = 0; i < g->n_cm_bufs; i++) gpu_buf_destroy_internal(g, &g->cm_bufs[i]);
+  free(g->cm_bufs);
+  g->cm_bufs = NULL;
+  g->n_cm_bufs = 0;
+  g->cm_region = 0;
   free(g->ropes);
   g->ropes = NULL;
   g->n_ropes = 0;
@@ -578,6 +583,13 @@ typedef struct {
 _Static_assert(sizeof(pc_matmul) == 80, "matmul.glsl push constants");
 
 typedef struct {
+  uint32_t o_out, o_x, o_nw;
+  uint32_t K, flags;
+  float eps;
+} pc_xprep;
+_Static_assert(sizeof(pc_xprep) == 24, "cm_xprep.comp push constants");
+
+typedef struct {
   uint32_t o_q, o_qkv, o_k, o_v, o_table, o_step, o_f, o_bias;
   uint32_t n_tok, qd, kvd, head_dim, neox, has_bias, total;
 } pc_rope_kv;
@@ -740,12 +752,46 @@ int gpu_matmul_subgroup(const ks_gpu *g) {
 #ifndef KS_CM_TN
 #define KS_CM_TN 4 /* CMake passes KVSCOPE_CM_TN */
 #endif
+#ifndef KS_CM_NSG
+#define KS_CM_NSG 8 /* CMake passes KVSCOPE_CM_NSG */
+#endif
 int gpu_coopmat_mode(const ks_gpu *g) { return g->coopmat_mode; }
 
 int gpu_matmul_coopmat(const ks_gpu *g, ks_type t, int64_t K) {
   const int m = g->coopmat_mode;
   return (m == 2 || m == 3 || (m == 1 && t == KS_TYPE_F16)) && K >= 32 && K % 32 == 0 &&
          K <= KS_COOPMAT_KMAX;
+}
+
+/* A region of the cooperative-matrix input scratch for n bytes: a ring of 4 regions (the forward
+ * pass separates consecutive products with barriers, so a region is free again 4 products
+ * later; products recorded side by side without a barrier, as unstacked q, k, v, get distinct
+ * regions). Grown when a product needs more; an outgrown buffer stays alive until gpu_destroy,
+ * as recorded command buffers may still use it. */
+#define CM_RING 4u
+static int cm_scratch(ks_cmd *c, uint64_t n, ks_bref *out) {
+  ks_gpu *g = c->g;
+  n = (n + 255) & ~255ull;
+  if (n > g->cm_region) {
+    ks_buf *nb = realloc(g->cm_bufs, (size_t)(g->n_cm_bufs + 1) * sizeof *nb);
+    if (!nb) {
+      cmd_fail(c, KS_ERR_NOMEM, "op_matmul: out of host memory");
+      return 0;
+    }
+    g->cm_bufs = nb;
+    uint64_t region = KS_MAX(n, 2 * g->cm_region);
+    ks_status st = gpu_buf_create_internal(g, &g->cm_bufs[g->n_cm_bufs], CM_RING * region,
+                                           KS_MEM_DEVICE);
+    if (st) {
+      cmd_fail(c, st, "op_matmul: the cooperative-matrix input scratch (%llu MiB): %s",
+               (unsigned long long)(CM_RING * region >> 20), ks_last_error());
+      return 0;
+    }
+    g->n_cm_bufs++;
+    g->cm_region = region;
+  }
+  *out = ks_ref(&g->cm_bufs[g->n_cm_bufs - 1], (uint64_t)(g->cm_next++ % CM_RING) * g->cm_region);
+  return 1;
 }
 
 /* slices of K for matmul_cm.glsl (the partial sums added in order): at most 8, each a multiple
@@ -826,20 +872,38 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   const uint32_t sg = mm_sg(c->g), lpr = sg * split;
   const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
   uint32_t outs = o->swiglu || rp ? R / 2 : R;
-  uint32_t spec[3] = {wg, sg, split}, n_spec = 3, per_wg = ngr * outs, tok_tile = TT;
+  uint32_t spec[4] = {wg, sg, split, 0}, n_spec = 3, per_wg = ngr * outs, tok_tile = TT;
   if (cm) { /* matmul_cm.glsl's work split */
     const uint32_t S = cm_slices(K), paired = o->swiglu || rp;
-    spec[0] = decode ? 32 * S : 128;
+    spec[0] = decode ? 32 * S : 32 * KS_CM_NSG;
     spec[1] = S;
     /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 stages F16 weight tiles through shared memory
      * too; the f16 values and so the bits are the same */
     const char *stage = getenv("KVSCOPE_CM_STAGE");
     spec[2] = stage && !strcmp(stage, "1") ? 1 : 0;
-    n_spec = 3;
-    per_wg = (decode ? 1 : 4) * (paired ? 16 : 32);
+    const char *bd = getenv("KVSCOPE_CM_BDIRECT");
+    spec[3] = bd && !strcmp(bd, "1") ? 1 : 0;
+    n_spec = 4;
+    per_wg = (decode ? 1 : KS_CM_NSG) * (paired ? 16 : 32);
     tok_tile = decode ? 1 : 8 * KS_CM_TN;
   }
   uint64_t out_bytes = ((uint64_t)n_tok - 1) * stride * 4 + N * 4;
+  /* the cooperative-matrix prefill kernel reads its input normalised and rounded to f16 by
+   * cm_xprep.comp, once for all slices and workgroups */
+  ks_bind bx = bind(x, (uint64_t)n_tok * K * 4), bn = o->norm_w.b ? bind(o->norm_w, K * 4) : bx;
+  if (cm && !decode) {
+    ks_bref xh;
+    /* rows up to a whole token tile: the kernel may read B tiles past n_tok (results unused) */
+    const uint64_t rows = ((uint64_t)n_tok + 8 * KS_CM_TN - 1) / (8 * KS_CM_TN) * (8 * KS_CM_TN);
+    if (!cm_scratch(c, rows * K * 2, &xh)) return;
+    pc_xprep pp = {.K = (uint32_t)K, .flags = o->norm_w.b ? MM_NORM_IN : 0, .eps = o->eps};
+    ks_bind bp[3] = {bind(xh, (uint64_t)n_tok * K * 2), bx, bn};
+    uint32_t no_spec[1] = {0};
+    dispatch(c, "op_matmul_input", "cm_xprep", no_spec, 0, bp, 3, &pp, sizeof pp, (uint32_t)n_tok, 1,
+             1);
+    gpu_cmd_barrier(c);
+    bx = bn = bind(xh, rows * K * 2);
+  }
   for (int s = 0; s < W->n_slices; s++) {
     int64_t r0 = (int64_t)s * W->rows_per_slice;
     uint32_t rows = (uint32_t)KS_MIN(W->rows_per_slice, W->ne[1] - r0);
@@ -863,9 +927,8 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
      * the pools' slots alias this dispatch's own output (the shader may write them, as far as
      * synchronisation is concerned: no other buffer gets a write hazard) and the read-only
      * slots the input. */
-    ks_bind bo = bind(out, out_bytes), bx = bind(x, (uint64_t)n_tok * K * 4);
-    ks_bind b[8] = {bo, bx, bind(ks_ref(&W->slices[s], 0), 0),
-                    o->norm_w.b ? bind(o->norm_w, K * 4) : bx,
+    ks_bind bo = bind(out, out_bytes);
+    ks_bind b[8] = {bo, bx, bind(ks_ref(&W->slices[s], 0), 0), bn,
                     rp ? bind(rp->kpool, 0) : bo, rp ? bind(rp->vpool, 0) : bo,
                     rp ? bind(rp->steptab, 0) : bx,
                     rp ? bind(ks_ref(freq, 0), (uint64_t)(rp->head_dim / 2) * 4) : bx};
