@@ -95,7 +95,9 @@ static void print_help(FILE *f) {
     "and, for llama2.c checkpoints (their reference behaviour), when the model emits BOS.\n"
     "\n"
     "Environment: KVSCOPE_DEVICE (device index), KVSCOPE_VALIDATION=1 (Vulkan validation layers;\n"
-    "the exit status is non-zero if they report anything), KVSCOPE_PROGRESS=0/1 (load progress).\n"
+    "the exit status is non-zero if they report anything), KVSCOPE_PROGRESS=0/1 (load progress),\n"
+    "KVSCOPE_COOPMAT=off|prefill|f16|all (which matrix products use cooperative matrices where the\n"
+    "device has them: prefill, the default, for prompts only; f16 for F16 weights; all for all).\n"
     "Exit status: 0 success, 1 runtime error (bad model file, no Vulkan device, ...), 2 bad usage.\n");
 }
 

@@ -30,4 +30,5 @@ expect_fail "bad number" 2 "bad integer" -- $K run -m "$M" -z "$Z" -p hi -n lots
 expect_fail "no prompt" 2 "needs a prompt" -- $K run -m "$M" -z "$Z"
 expect_fail "unknown command" 2 "unknown command" -- $K frobnicate
 expect_fail "device out of range" 1 "device" -- $K run -m "$M" -z "$Z" -p hi --device 99
+expect_fail "bad KVSCOPE_COOPMAT" 1 "KVSCOPE_COOPMAT='fast' must be off, prefill, f16 or all" -- env KVSCOPE_COOPMAT=fast $K run -m "$M" -z "$Z" -p hi
 finish
