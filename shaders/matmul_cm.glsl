@@ -31,8 +31,7 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128; // decode: 32 * S; prefill: NSG * 32
 layout(constant_id = 1) const uint S = 1;    // slices of K
-layout(constant_id = 2) const uint STAGE = 0; // 1: every tile through shared memory (tuning)
-layout(constant_id = 3) const uint BDIRECT = 0; // prefill: 1 B tiles straight from xh, 0 through shared memory
+layout(constant_id = 2) const uint STAGE = 0; // decode: 1 every tile through shared memory (tuning)
 
 #define A_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define B_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
@@ -122,6 +121,17 @@ void stage_tile(uint sb, uint ab, uint m, uint k0, uint kc) {
     const uint i = lane + 32u * j;
     if (i < n) As[(ab + 16u * m + i / upr) * AST4 + i % upr] = h8(w0[j], w1[j]);
   }
+}
+
+// unit u (8 values) of weight row `row`, as f16: F16 rows copied as they are, other types read
+// by load_w and rounded
+uvec4 fetch_w(uint row, uint u) {
+#if WTYPE == 1
+  if ((pc.K & 7u) == 0u) return w8[row * (pc.K >> 3) + u];
+#endif
+  vec4 w0, w1;
+  load_w(row, u, w0, w1);
+  return h8(w0, w1);
 }
 
 // A tile m for k step k (a multiple of 16) of this subgroup: straight from the weights when the
@@ -238,45 +248,65 @@ void main() {
     acc[i] = C_T(0.0);
     total[i] = C_T(0.0);
   }
-  for (uint k0 = 0u; k0 < pc.K;) {
-    const uint se = (k0 / SL + 1u) * SL; // end of the slice: chunks never straddle one
-    const uint kc = min(KC, se - k0);
-    if (BDIRECT == 0u)
-      for (uint i = gl_LocalInvocationID.x; i < TN * 8u * (KC / 8u); i += WG) {
-        const uint t = i / (KC / 8u), u = i % (KC / 8u);
-        uvec4 v = uvec4(0u);
-        if (tbase + t < pc.n_tok && u < kc / 8u) v = xh[pc.o_x / 4u + (tbase + t) * (pc.K >> 3) + (k0 >> 3) + u];
-        Xs[t * XST4 + u] = v;
-      }
-    [[unroll]] for (uint m = 0u; m < MT; m++)
-      if (sdir[sub * MT + m] == 0u) stage_tile(sub * RM, ab, m, k0, kc);
-    if (BDIRECT == 0u) {
-      barrier();
-    } else {
-      subgroupMemoryBarrierShared();
-      subgroupBarrier();
+  // Every weight tile goes through shared memory here (the matrix loads straight from the
+  // weight buffer were the prefill kernel's bottleneck), and the next chunk's input and, for
+  // F16 weights, its weights are loaded into registers while this chunk is multiplied: WU units
+  // (8 f16 values) of this subgroup's 32 rows per lane, XU uvec4s of the input per invocation.
+  // Other weight types are read and rounded when staged (decoding them in the prefetch would
+  // wait for the loads there).
+  const uint WU = RM * (KC / 8u) / 32u;
+  const uint XU = (TN * 8u * (KC / 8u) + WG - 1u) / WG;
+  uvec4 wr[WU], xr[XU];
+  uint k0 = 0u, kc = min(KC, SL);
+  #define FETCH(k, n)                                                                            \
+    {                                                                                            \
+      const uint upr = (n) / 8u, per = 16u * upr;                                                \
+      if (WTYPE == 1)                                                                            \
+        [[unroll]] for (uint j = 0u; j < WU; j++) {                                              \
+          const uint i = lane + 32u * j, m = i / per, r = (i % per) / upr, u = i % upr;          \
+          if (i < MT * per) wr[j] = fetch_w(srow[sub * RM + 16u * m + r], ((k) >> 3) + u);       \
+        }                                                                                        \
+      [[unroll]] for (uint q = 0u; q < XU; q++) {                                                \
+        const uint i = gl_LocalInvocationID.x + q * WG, t = i / (KC / 8u), u = i % (KC / 8u);   \
+        xr[q] = uvec4(0u);                                                                       \
+        if (i < TN * 8u * (KC / 8u) && tbase + t < pc.n_tok && u < upr)                          \
+          xr[q] = xh[pc.o_x / 4u + (tbase + t) * (pc.K >> 3) + ((k) >> 3) + u];                  \
+      }                                                                                          \
     }
+  FETCH(k0, kc)
+  while (k0 < pc.K) {
+    const uint se = (k0 / SL + 1u) * SL; // end of the slice: chunks never straddle one
+    {
+      const uint upr = kc / 8u, per = 16u * upr;
+      if (WTYPE == 1) {
+        [[unroll]] for (uint j = 0u; j < WU; j++) {
+          const uint i = lane + 32u * j, m = i / per, r = (i % per) / upr, u = i % upr;
+          if (i < MT * per) As[(ab + 16u * m + r) * AST4 + u] = wr[j];
+        }
+      } else {
+        [[unroll]] for (uint m = 0u; m < MT; m++) stage_tile(sub * RM, ab, m, k0, kc);
+      }
+      [[unroll]] for (uint q = 0u; q < XU; q++) {
+        const uint i = gl_LocalInvocationID.x + q * WG, t = i / (KC / 8u), u = i % (KC / 8u);
+        if (i < TN * 8u * (KC / 8u)) Xs[t * XST4 + u] = xr[q];
+      }
+    }
+    barrier();
+    const uint k1 = k0 + kc, kc1 = min(KC, (k1 / SL + 1u) * SL - k1);
+    if (k1 < pc.K) FETCH(k1, kc1)
     for (uint kk = 0u; kk < kc; kk += 16u) {
       A_T a[MT];
-      [[unroll]] for (uint m = 0u; m < MT; m++) load_a(a[m], sub * RM, ab, sub * MT, m, k0 + kk, k0);
+      [[unroll]] for (uint m = 0u; m < MT; m++)
+        coopMatLoadNV(a[m], As, (ab + 16u * m) * AST4 + (kk >> 3), AST4, false);
       [[unroll]] for (uint n = 0u; n < TN; n++) {
         B_T b;
-        if (BDIRECT != 0u) // rows past n_tok: the host pads xh to whole token tiles
-          coopMatLoadNV(b, xh, pc.o_x / 4u + (tbase + 8u * n) * (pc.K >> 3) + ((k0 + kk) >> 3),
-                        pc.K >> 3, true);
-        else
-          coopMatLoadNV(b, Xs, 8u * n * XST4 + (kk >> 3), XST4, true);
+        coopMatLoadNV(b, Xs, 8u * n * XST4 + (kk >> 3), XST4, true);
         [[unroll]] for (uint m = 0u; m < MT; m++)
           acc[m * TN + n] = coopMatMulAddNV(a[m], b, acc[m * TN + n]);
       }
     }
-    if (BDIRECT == 0u) {
-      barrier();
-    } else {
-      subgroupMemoryBarrierShared();
-      subgroupBarrier();
-    }
-    k0 += kc;
+    barrier();
+    k0 = k1;
     if (k0 == se) { // a slice ends: add it to the slices before, in order
       const bool first = k0 == SL;
       [[unroll]] for (uint i = 0u; i < MT * TN; i++) {
@@ -287,7 +317,9 @@ void main() {
         acc[i] = C_T(0.0);
       }
     }
+    kc = kc1;
   }
+  #undef FETCH
   for (uint n = 0u; n < TN; n++) {
     [[unroll]] for (uint m = 0u; m < MT; m++)
       coopMatStoreNV(total[m * TN + n], As, ab * AST4 + 32u * m, 2u, false);

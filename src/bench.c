@@ -137,6 +137,9 @@ typedef struct {
   /* copy bandwidth */
   uint64_t copy_bytes;
   double copy_bw; /* bytes/s, read + write */
+  /* the matrix units (op_mma_peak), FLOP/s; 0: not measured (no cooperative matrices or no
+   * timestamps) */
+  double mma_flops;
   /* prefill: per repetition */
   double *pp_s, *ttft_s;
   /* decode: per repetition, seconds for n_gen tokens */
@@ -159,6 +162,46 @@ static void result_free(bench_result *r) {
   free(r->pp_s);
   free(r->ttft_s);
   free(r->tg_s);
+}
+
+/* ---------------------------------------------------------------- matrix units */
+
+/* op_mma_peak between timestamps: the f16 rate the cooperative-matrix kernels could reach, the
+ * compute ceiling prefill is judged against (as copy bandwidth is decode's). */
+#define BENCH_MMA_GROUPS 4096u
+#define BENCH_MMA_ITERS 256u
+static ks_status measure_mma(ks_gpu *g, int reps, bench_result *r) {
+  if (!gpu_info(g)->coopmat || !r->timestamps) return KS_OK;
+  const int runs = 1 + KS_MAX(reps, 3); /* the first one is a warm-up */
+  ks_buf out = {0};
+  ks_cmd *cmd = NULL;
+  double *ns = calloc((size_t)runs + 1, sizeof *ns), *fl = calloc((size_t)runs, sizeof *fl);
+  ks_status st = KS_OK;
+  if (!ns || !fl) {
+    st = ks_fail(KS_ERR_NOMEM, "out of host memory");
+    goto done;
+  }
+  if ((st = gpu_buf_create(g, &out, (uint64_t)BENCH_MMA_GROUPS * 4 * 128 * 4, KS_MEM_DEVICE)) ||
+      (st = gpu_cmd_create(g, &cmd)) || (st = gpu_cmd_begin(cmd)))
+    goto done;
+  gpu_cmd_timestamp(cmd);
+  for (int i = 0; i < runs; i++) {
+    op_mma_peak(cmd, ks_ref(&out, 0), BENCH_MMA_GROUPS, BENCH_MMA_ITERS);
+    gpu_cmd_timestamp(cmd);
+    gpu_cmd_barrier(cmd);
+  }
+  if ((st = gpu_cmd_end(cmd)) || (st = gpu_cmd_submit(cmd)) || (st = gpu_cmd_wait(cmd)) ||
+      (st = gpu_cmd_timestamps(cmd, ns, runs + 1)))
+    goto done;
+  const double flop = (double)BENCH_MMA_GROUPS * 4 * BENCH_MMA_ITERS * 8 * (16 * 8 * 16 * 2);
+  for (int i = 0; i < runs; i++) fl[i] = ns[i + 1] > ns[i] ? flop / ((ns[i + 1] - ns[i]) * 1e-9) : 0;
+  r->mma_flops = bench_median(fl + 1, runs - 1);
+done:
+  gpu_cmd_destroy(cmd);
+  gpu_buf_destroy(g, &out);
+  free(ns);
+  free(fl);
+  return st;
 }
 
 /* ---------------------------------------------------------------- copy bandwidth */
@@ -447,6 +490,8 @@ static ks_status run_all(bench *b) {
 
   phase("measuring copy bandwidth");
   if ((st = measure_copy(b->g, o->reps, r))) return st;
+  phase("measuring the matrix units");
+  if ((st = measure_mma(b->g, o->reps, r))) return st;
   phase("uploading the model");
   if ((st = forward_create(&b->f, b->g, b->m, r->n_ctx, batch, 0))) return st;
   forward_watch(b->f, o->watch);
@@ -556,6 +601,12 @@ static void report_text(const bench *b, FILE *f) {
   }
   fprintf(f, "\ncopy bandwidth  %.2f GB/s (op_copy of %.0f MiB, read + write counted)\n",
           r->copy_bw / 1e9, r->copy_bytes / 1048576.0);
+  if (r->mma_flops > 0) {
+    fprintf(f, "matrix units    %.1f TFLOP/s (16x8x16 f16 products chained in registers, "
+            "op_mma_peak)", r->mma_flops / 1e12);
+    if (o->n_prompt > 0) fprintf(f, "; prefill reaches %.1f%%", 100.0 * s.tflops * 1e12 / r->mma_flops);
+    fprintf(f, "\n");
+  }
   if (o->n_gen > 0)
     fprintf(f, "roofline        a decode step moves %.2f MiB (weights %.2f, K/V %.3f on "
             "average) -> at most %.1f tokens/s; tg reaches %.1f%%\n", s.decode_bytes / 1048576.0,
@@ -635,6 +686,7 @@ static void report_json(const bench *b, FILE *f) {
   }
   fprintf(f, ",\"copy_bytes\":%llu,\"copy_gb_per_s\":%.4f", (unsigned long long)r->copy_bytes,
           r->copy_bw / 1e9);
+  if (r->mma_flops > 0) fprintf(f, ",\"mma_tflop_per_s\":%.4f", r->mma_flops / 1e12);
   if (o->n_gen > 0)
     fprintf(f, ",\"decode_bytes_per_token\":%.0f,\"decode_weight_bytes\":%llu,"
             "\"decode_kv_bytes_avg\":%.0f,\"roofline_tg_tokens_per_s\":%.3f,\"roofline_pct\":%.3f,"

@@ -255,6 +255,11 @@ void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n);
 void op_add_bias(ks_cmd *c, ks_bref x, ks_bref b, int n_tok, int n);
 /* x (n) += y (n) */
 void op_add(ks_cmd *c, ks_bref x, ks_bref y, int n);
+/* The matrix units' rate as matmul_cm.glsl uses them (kvscope bench): `groups` workgroups of 4
+ * subgroups, each chaining iters x 8 products of the 16x8x16 f16 shape in registers, then
+ * storing 128 floats per subgroup to out (groups x 2 KiB). FLOPs: groups x 4 x iters x 8 x 4096.
+ * Only where gpu_info()->coopmat (else the command fails with KS_ERR_UNSUPPORTED). */
+void op_mma_peak(ks_cmd *c, ks_bref out, uint32_t groups, uint32_t iters);
 /* dst = src, n bytes (multiple of 4) */
 void op_copy(ks_cmd *c, ks_bref dst, ks_bref src, uint64_t n);
 

@@ -872,18 +872,16 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   const uint32_t sg = mm_sg(c->g), lpr = sg * split;
   const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
   uint32_t outs = o->swiglu || rp ? R / 2 : R;
-  uint32_t spec[4] = {wg, sg, split, 0}, n_spec = 3, per_wg = ngr * outs, tok_tile = TT;
+  uint32_t spec[3] = {wg, sg, split}, n_spec = 3, per_wg = ngr * outs, tok_tile = TT;
   if (cm) { /* matmul_cm.glsl's work split */
     const uint32_t S = cm_slices(K), paired = o->swiglu || rp;
     spec[0] = decode ? 32 * S : 32 * KS_CM_NSG;
     spec[1] = S;
-    /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 stages F16 weight tiles through shared memory
-     * too; the f16 values and so the bits are the same */
+    /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 makes the decode kernel stage F16 weight tiles
+     * through shared memory too (the prefill kernel always does); the bits are the same */
     const char *stage = getenv("KVSCOPE_CM_STAGE");
     spec[2] = stage && !strcmp(stage, "1") ? 1 : 0;
-    const char *bd = getenv("KVSCOPE_CM_BDIRECT");
-    spec[3] = bd && !strcmp(bd, "1") ? 1 : 0;
-    n_spec = 4;
+    n_spec = 3;
     per_wg = (decode ? 1 : KS_CM_NSG) * (paired ? 16 : 32);
     tok_tile = decode ? 1 : 8 * KS_CM_TN;
   }
@@ -1190,6 +1188,20 @@ void op_add(ks_cmd *c, ks_bref x, ks_bref y, int n) {
   uint64_t bytes = (uint64_t)n * 4;
   ks_bind b[2] = {bind(x, bytes), bind(y, bytes)};
   dispatch(c, "op_add", "add", spec, 1, b, 2, &pc, sizeof pc, gx, gy, 1);
+}
+
+void op_mma_peak(ks_cmd *c, ks_bref out, uint32_t groups, uint32_t iters) {
+  if (c->status != KS_OK || groups == 0) return;
+  if (!c->g->info.coopmat) {
+    cmd_fail(c, KS_ERR_UNSUPPORTED, "op_mma_peak: no cooperative matrices on this device");
+    return;
+  }
+  struct {
+    uint32_t o_out, iters;
+  } pc = {.iters = iters};
+  uint32_t no_spec[1] = {0};
+  ks_bind b[1] = {bind(out, (uint64_t)groups * 4 * 128 * 4)};
+  dispatch(c, "op_mma_peak", "mma_peak", no_spec, 0, b, 1, &pc, sizeof pc, groups, 1, 1);
 }
 
 void op_copy(ks_cmd *c, ks_bref dst, ks_bref src, uint64_t n) {

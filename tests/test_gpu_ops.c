@@ -381,6 +381,39 @@ static double mm_bound(const ks_gpu *g, ks_type t, int K) {
   return gpu_matmul_coopmat(g, t, K) ? 1e-4 : 1e-5;
 }
 
+/* op_mma_peak (kvscope bench's matrix-unit rate): subgroup s of the grid ends with
+ * 28 + 8 * iters * (s % 7) / 512 in each of its 128 floats, exactly (every partial sum is a
+ * multiple of 1/512 far below 2^24 / 512); on a device without cooperative matrices the op
+ * must fail with KS_ERR_UNSUPPORTED instead. */
+static void test_mma_peak(ks_gpu *g, ks_cmd *c) {
+  const uint32_t groups = 5, iters = 37;
+  tb to;
+  tb_make16(g, &to, (uint64_t)groups * 4 * 128 * 4, KS_MEM_DEVICE);
+  tb_poison(g, &to, POISON_NAN);
+  REQUIRE(gpu_cmd_begin(c) == KS_OK);
+  op_mma_peak(c, tb_ref(&to), groups, iters);
+  ks_status st = gpu_cmd_end(c);
+  if (!gpu_info(g)->coopmat) {
+    CHECK_MSG(st == KS_ERR_UNSUPPORTED, "op_mma_peak without cooperative matrices: status %d", st);
+    printf("  %-58s %s\n", "mma_peak (no cooperative matrices here)", "refused, as it must be");
+    tb_free(g, &to);
+    return;
+  }
+  REQUIRE(st == KS_OK);
+  REQUIRE(gpu_cmd_submit(c) == KS_OK && gpu_cmd_wait(c) == KS_OK);
+  float *got = malloc((size_t)groups * 4 * 128 * 4);
+  REQUIRE(got);
+  tb_get(g, &to, got, "mma_peak");
+  size_t bad = 0;
+  for (uint32_t s = 0; s < groups * 4; s++)
+    for (int i = 0; i < 128; i++)
+      bad += got[s * 128 + i] != 28.0f + 8.0f * iters * (float)(s % 7) / 512.0f;
+  printf("  %-58s %s\n", "mma_peak: every subgroup's sums", bad ? "WRONG" : "exact");
+  CHECK_MSG(bad == 0, "op_mma_peak: %zu of %u values wrong", bad, groups * 512);
+  free(got);
+  tb_free(g, &to);
+}
+
 static void test_matmul(ks_gpu *g, ks_cmd *c) {
   /* (K for float types, K for quantised types, rows N, tokens, batch invariance) */
   /* K = 172 and 2052: rows whose last 8-element unit has only 4 (matmul.glsl's tail); K a
@@ -1129,6 +1162,7 @@ static void test_device(int d, int n_dev) {
   test_slices(g, c, g2, c2);
   test_matmul_fused(g, c, g3, c3);
   test_matmul_rope(g, c);
+  test_mma_peak(g, c);
   test_rope(g, c);
   test_rope_kv(g, c);
   /* heads/kv heads/head_dim, pos0, n_tok: stories260K-like GQA, bigger heads, head_dim 256,
