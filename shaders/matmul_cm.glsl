@@ -134,6 +134,47 @@ uvec4 fetch_w(uint row, uint u) {
   return h8(w0, w1);
 }
 
+#if WTYPE == 8 || WTYPE == 2
+// Q8_0 / Q4_0 unit u of weight row `row` in two steps, so the prefetch only loads: raw_w the
+// words that hold it (x: the block's f16 scale, y z w: its 8 quant bytes), cook_w the f16 values
+// load_w would give (the same expressions)
+void unit_at(uint row, uint u, out uint base, out uint qo) {
+#if WTYPE == 8
+  base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
+  qo = base + 2u + (u & 3u) * 8u;
+#else
+  base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
+  qo = base + 2u + (u & 1u) * 8u;
+#endif
+}
+uvec4 raw_w(uint row, uint u) {
+  uint base, qo;
+  unit_at(row, u, base, qo);
+  const uint i = qo >> 2;
+  return uvec4(wu[base >> 2], wu[i], wu[i + 1u], (qo & 2u) != 0u ? wu[i + 2u] : 0u);
+}
+uvec4 cook_w(uint row, uint u, uvec4 r) {
+  uint base, qo;
+  unit_at(row, u, base, qo);
+  const float d = unpackHalf2x16((base & 2u) != 0u ? (r.x >> 16) : r.x).x;
+  const uvec2 q = (qo & 2u) != 0u ? uvec2((r.y >> 16) | (r.z << 16), (r.z >> 16) | (r.w << 16)) : r.yz;
+  vec4 w0, w1;
+#if WTYPE == 8
+  w0 = i8x4(q.x) * d;
+  w1 = i8x4(q.y) * d;
+#else
+  if ((u & 2u) == 0u) {
+    w0 = nib_lo(q.x) * d;
+    w1 = nib_lo(q.y) * d;
+  } else {
+    w0 = nib_hi(q.x) * d;
+    w1 = nib_hi(q.y) * d;
+  }
+#endif
+  return h8(w0, w1);
+}
+#endif
+
 // A tile m for k step k (a multiple of 16) of this subgroup: straight from the weights when the
 // tile is direct, else from the staged chunk (k - k0 into it)
 void load_a(inout A_T a, uint sb, uint ab, uint tb, uint m, uint k, uint k0) {
@@ -250,21 +291,31 @@ void main() {
   }
   // Every weight tile goes through shared memory here (the matrix loads straight from the
   // weight buffer were the prefill kernel's bottleneck), and the next chunk's input and, for
-  // F16 weights, its weights are loaded into registers while this chunk is multiplied: WU units
-  // (8 f16 values) of this subgroup's 32 rows per lane, XU uvec4s of the input per invocation.
-  // Other weight types are read and rounded when staged (decoding them in the prefetch would
-  // wait for the loads there).
+  // F16, Q8_0 and Q4_0, its weights are loaded into registers while this chunk is multiplied:
+  // WU units of this subgroup's 32 rows per lane (F16 as they are; Q8_0 / Q4_0 as raw words,
+  // decoded when staged, so the prefetch does not wait for its loads), XU uvec4s of the input
+  // per invocation. Other weight types are read and rounded when staged.
   const uint WU = RM * (KC / 8u) / 32u;
+#if WTYPE == 1
+#define PREFETCH_W true
+#define RAW_W fetch_w
+#elif WTYPE == 8 || WTYPE == 2
+#define PREFETCH_W true
+#define RAW_W raw_w
+#else
+#define PREFETCH_W false
+#define RAW_W fetch_w
+#endif
   const uint XU = (TN * 8u * (KC / 8u) + WG - 1u) / WG;
   uvec4 wr[WU], xr[XU];
   uint k0 = 0u, kc = min(KC, SL);
   #define FETCH(k, n)                                                                            \
     {                                                                                            \
       const uint upr = (n) / 8u, per = 16u * upr;                                                \
-      if (WTYPE == 1)                                                                            \
+      if (PREFETCH_W)                                                                            \
         [[unroll]] for (uint j = 0u; j < WU; j++) {                                              \
           const uint i = lane + 32u * j, m = i / per, r = (i % per) / upr, u = i % upr;          \
-          if (i < MT * per) wr[j] = fetch_w(srow[sub * RM + 16u * m + r], ((k) >> 3) + u);       \
+          if (i < MT * per) wr[j] = RAW_W(srow[sub * RM + 16u * m + r], ((k) >> 3) + u);         \
         }                                                                                        \
       [[unroll]] for (uint q = 0u; q < XU; q++) {                                                \
         const uint i = gl_LocalInvocationID.x + q * WG, t = i / (KC / 8u), u = i % (KC / 8u);   \
@@ -278,10 +329,14 @@ void main() {
     const uint se = (k0 / SL + 1u) * SL; // end of the slice: chunks never straddle one
     {
       const uint upr = kc / 8u, per = 16u * upr;
-      if (WTYPE == 1) {
+      if (PREFETCH_W) {
         [[unroll]] for (uint j = 0u; j < WU; j++) {
           const uint i = lane + 32u * j, m = i / per, r = (i % per) / upr, u = i % upr;
+#if WTYPE == 8 || WTYPE == 2
+          if (i < MT * per) As[(ab + 16u * m + r) * AST4 + u] = cook_w(srow[sub * RM + 16u * m + r], (k0 >> 3) + u, wr[j]);
+#else
           if (i < MT * per) As[(ab + 16u * m + r) * AST4 + u] = wr[j];
+#endif
         }
       } else {
         [[unroll]] for (uint m = 0u; m < MT; m++) stage_tile(sub * RM, ab, m, k0, kc);
