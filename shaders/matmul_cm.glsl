@@ -60,10 +60,9 @@ const uint AST4 = KC / 8u + 1u; // uvec4s (8 halves each) per staged weight row,
 shared uvec4 As[NSG * RM * AST4];
 #if KS_DECODE
 shared uint srow[RM]; // one group of slots for the whole workgroup
-shared uint sdir[MT];
+shared uint sdir[MT]; // per tile: row spacing of a direct-load tile, 0 for a staged one
 #else
-shared uint srow[NSG * RM];
-shared uint sdir[NSG * MT]; // per tile: row spacing of a direct-load tile, 0 for a staged one
+shared uint srow[NSG * RM]; // each subgroup's own slots
 #endif
 
 #include "cm_input.glsl"
@@ -85,13 +84,14 @@ uint slot_row(uint obase, uint s) {
   return min(r, (swiglu ? 2u * pc.rows : pc.rows) - 1u);
 }
 
-// slot rows of this subgroup's group (srow[sb ..]) and, per tile, whether its rows are evenly
-// spaced inside the slice (direct loads; F16 only): by lane 0 .. RM - 1 of the subgroup
-void setup_rows(uint sb, uint tb, uint obase) {
+// slot rows of this subgroup's group (srow[sb ..]) and, in the decode kernel, per tile whether
+// its rows are evenly spaced inside the slice (direct loads; F16 only): by lanes 0 .. RM - 1
+void setup_rows(uint sb, uint obase) {
   const uint lane = gl_SubgroupInvocationID;
   if (lane < RM) srow[sb + lane] = slot_row(obase, lane);
   subgroupMemoryBarrierShared();
   subgroupBarrier();
+#if KS_DECODE
   if (lane < MT) {
     uint d = 0u;
 #if WTYPE == 1
@@ -102,10 +102,11 @@ void setup_rows(uint sb, uint tb, uint obase) {
       if (srow[sb + 16u * lane + i] != r0 + i * d) d = 0u;
     if (r0 + 15u * d >= wrows || STAGE != 0u) d = 0u;
 #endif
-    sdir[tb + lane] = d;
+    sdir[lane] = d;
   }
   subgroupMemoryBarrierShared();
   subgroupBarrier();
+#endif
 }
 
 // stages the units (8 elements) k0 / 8 .. (k0 + kc) / 8 - 1 of the 16 rows of tile m (slots
@@ -137,57 +138,39 @@ uvec4 fetch_w(uint row, uint u) {
 #if WTYPE == 8 || WTYPE == 2
 // Q8_0 / Q4_0 unit u of weight row `row` in two steps, so the prefetch only loads: raw_w the
 // words that hold it (x: the block's f16 scale, y z w: its 8 quant bytes), cook_w the f16 values
-// load_w would give (the same expressions)
-void unit_at(uint row, uint u, out uint base, out uint qo) {
-#if WTYPE == 8
-  base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
-  qo = base + 2u + (u & 3u) * 8u;
-#else
-  base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
-  qo = base + 2u + (u & 1u) * 8u;
-#endif
-}
+// load_w would give (its q_unit_at and q_unit)
 uvec4 raw_w(uint row, uint u) {
   uint base, qo;
-  unit_at(row, u, base, qo);
+  q_unit_at(row, u, base, qo);
   const uint i = qo >> 2;
   return uvec4(wu[base >> 2], wu[i], wu[i + 1u], (qo & 2u) != 0u ? wu[i + 2u] : 0u);
 }
 uvec4 cook_w(uint row, uint u, uvec4 r) {
   uint base, qo;
-  unit_at(row, u, base, qo);
+  q_unit_at(row, u, base, qo);
   const float d = unpackHalf2x16((base & 2u) != 0u ? (r.x >> 16) : r.x).x;
   const uvec2 q = (qo & 2u) != 0u ? uvec2((r.y >> 16) | (r.z << 16), (r.z >> 16) | (r.w << 16)) : r.yz;
   vec4 w0, w1;
-#if WTYPE == 8
-  w0 = i8x4(q.x) * d;
-  w1 = i8x4(q.y) * d;
-#else
-  if ((u & 2u) == 0u) {
-    w0 = nib_lo(q.x) * d;
-    w1 = nib_lo(q.y) * d;
-  } else {
-    w0 = nib_hi(q.x) * d;
-    w1 = nib_hi(q.y) * d;
-  }
-#endif
+  q_unit(d, q, u, w0, w1);
   return h8(w0, w1);
 }
 #endif
 
-// A tile m for k step k (a multiple of 16) of this subgroup: straight from the weights when the
+#if KS_DECODE
+// decode: A tile m for k step k (a multiple of 16) of this subgroup: straight from the weights when the
 // tile is direct, else from the staged chunk (k - k0 into it)
-void load_a(inout A_T a, uint sb, uint ab, uint tb, uint m, uint k, uint k0) {
+void load_a(inout A_T a, uint ab, uint m, uint k, uint k0) {
 #if WTYPE == 1
-  const uint d = sdir[tb + m];
+  const uint d = sdir[m];
   if (d != 0u && (pc.K & 7u) == 0u) {
     const uint rs = pc.K >> 3; // uvec4s per weight row
-    coopMatLoadNV(a, w8, srow[sb + 16u * m] * rs + (k >> 3), d * rs, false);
+    coopMatLoadNV(a, w8, srow[16u * m] * rs + (k >> 3), d * rs, false);
     return;
   }
 #endif
   coopMatLoadNV(a, As, (ab + 16u * m) * AST4 + ((k - k0) >> 3), AST4, false);
 }
+#endif
 
 // the epilogue of output o of the group at obase for token t; a and b are the slot values
 // (b the paired slot's under EPI_SWIGLU / EPI_ROPE)
@@ -210,7 +193,6 @@ float res(uint base, uint s, uint n) {
 void main() {
   const uint sub = gl_SubgroupID, lane = gl_SubgroupInvocationID;
   const bool paired = (pc.flags & (EPI_SWIGLU | EPI_ROPE)) != 0u;
-  const bool norm = (pc.flags & NORM_IN) != 0u;
   const uint outs = paired ? RM / 2u : RM;
   const uint SL = pc.K / S; // slice length, a multiple of 32 (host)
   const uint ab = sub * RM;  // this subgroup's As rows
@@ -219,8 +201,8 @@ void main() {
   // slice sub. The input row is staged whole, once.
   const uint obase = gl_WorkGroupID.x * outs;
   if (sub == 0u) {
-    setup_rows(0u, 0u, obase);
-    const float sc = norm ? row_scale(0u) : 1.0;
+    setup_rows(0u, obase);
+    const float sc = (pc.flags & NORM_IN) != 0u ? row_scale(0u) : 1.0;
     if (lane == 0u) scd = sc;
   }
   barrier();
@@ -237,7 +219,7 @@ void main() {
       A_T a[8u * MT];
       [[unroll]] for (uint j = 0u; j < 8u; j++)
         if (k0 + 16u * j < ke)
-          [[unroll]] for (uint m = 0u; m < MT; m++) load_a(a[j * MT + m], 0u, 0u, 0u, m, k0 + 16u * j, 0u);
+          [[unroll]] for (uint m = 0u; m < MT; m++) load_a(a[j * MT + m], 0u, m, k0 + 16u * j, 0u);
       [[unroll]] for (uint j = 0u; j < 8u; j++) {
         if (k0 + 16u * j < ke) {
           B_T b;
@@ -258,7 +240,7 @@ void main() {
         coopMatLoadNV(b, Xs, (k0 + kk) >> 3, 2u, true);
         [[unroll]] for (uint m = 0u; m < MT; m++) {
           A_T a;
-          load_a(a, 0u, ab, 0u, m, k0 + kk, k0);
+          load_a(a, ab, m, k0 + kk, k0);
           acc[m] = coopMatMulAddNV(a, b, acc[m]);
         }
       }
@@ -282,7 +264,7 @@ void main() {
 #else
   const uint obase = (gl_WorkGroupID.x * NSG + sub) * outs;
   const uint tbase = gl_WorkGroupID.y * TN * 8u;
-  setup_rows(sub * RM, sub * MT, obase);
+  setup_rows(sub * RM, obase);
   barrier();
   C_T acc[MT * TN], total[MT * TN];
   [[unroll]] for (uint i = 0u; i < MT * TN; i++) {

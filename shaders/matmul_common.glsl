@@ -58,6 +58,35 @@ vec4 b4(uvec2 b) { // bf16 is the top half of an f32
               uintBitsToFloat(b.y << 16), uintBitsToFloat(b.y & 0xffff0000u));
 }
 
+#if WTYPE == 8 || WTYPE == 2
+// Q8_0 / Q4_0 unit u of weight row `row`: the byte offsets of its block (the f16 scale first)
+// and of its 8 quant bytes
+void q_unit_at(uint row, uint u, out uint base, out uint qo) {
+#if WTYPE == 8
+  base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
+  qo = base + 2u + (u & 3u) * 8u;
+#else
+  base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
+  qo = base + 2u + (u & 1u) * 8u;
+#endif
+}
+// its 8 values from the scale d and the quant bytes q
+void q_unit(float d, uvec2 q, uint u, out vec4 w0, out vec4 w1) {
+#if WTYPE == 8
+  w0 = i8x4(q.x) * d;
+  w1 = i8x4(q.y) * d;
+#else
+  if ((u & 2u) == 0u) {
+    w0 = nib_lo(q.x) * d;
+    w1 = nib_lo(q.y) * d;
+  } else {
+    w0 = nib_hi(q.x) * d;
+    w1 = nib_hi(q.y) * d;
+  }
+#endif
+}
+#endif
+
 // unit u (elements 8u .. 8u + 7) of weight row `row` of the slice; w1 = 0 for a 4-element tail
 void load_w(uint row, uint u, out vec4 w0, out vec4 w1) {
   const bool tail = 8u * u + 4u == pc.K;
@@ -89,23 +118,10 @@ void load_w(uint row, uint u, out vec4 w0, out vec4 w1) {
   q6k_unit(row * pc.row_bytes, u, w0, w1);
 #elif WTYPE == 6 || WTYPE == 7
   q5_unit(row * pc.row_bytes, u, WTYPE == 7, w0, w1);
-#elif WTYPE == 8
-  uint base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
-  float d = ld_half(base);
-  uvec2 q = ld8(base + 2u + (u & 3u) * 8u);
-  w0 = i8x4(q.x) * d;
-  w1 = i8x4(q.y) * d;
 #else
-  uint base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
-  float d = ld_half(base);
-  uvec2 q = ld8(base + 2u + (u & 1u) * 8u);
-  if ((u & 2u) == 0u) {
-    w0 = nib_lo(q.x) * d;
-    w1 = nib_lo(q.y) * d;
-  } else {
-    w0 = nib_hi(q.x) * d;
-    w1 = nib_hi(q.y) * d;
-  }
+  uint base, qo;
+  q_unit_at(row, u, base, qo);
+  q_unit(ld_half(base), ld8(qo), u, w0, w1);
 #endif
 }
 

@@ -891,16 +891,14 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   ks_bind bx = bind(x, (uint64_t)n_tok * K * 4), bn = o->norm_w.b ? bind(o->norm_w, K * 4) : bx;
   if (cm && !decode) {
     ks_bref xh;
-    /* rows up to a whole token tile: the kernel may read B tiles past n_tok (results unused) */
-    const uint64_t rows = ((uint64_t)n_tok + 8 * KS_CM_TN - 1) / (8 * KS_CM_TN) * (8 * KS_CM_TN);
-    if (!cm_scratch(c, rows * K * 2, &xh)) return;
+    if (!cm_scratch(c, (uint64_t)n_tok * K * 2, &xh)) return;
     pc_xprep pp = {.K = (uint32_t)K, .flags = o->norm_w.b ? MM_NORM_IN : 0, .eps = o->eps};
     ks_bind bp[3] = {bind(xh, (uint64_t)n_tok * K * 2), bx, bn};
     uint32_t no_spec[1] = {0};
     dispatch(c, "op_matmul_input", "cm_xprep", no_spec, 0, bp, 3, &pp, sizeof pp, (uint32_t)n_tok, 1,
              1);
     gpu_cmd_barrier(c);
-    bx = bn = bind(xh, rows * K * 2);
+    bx = bn = bind(xh, (uint64_t)n_tok * K * 2);
   }
   for (int s = 0; s < W->n_slices; s++) {
     int64_t r0 = (int64_t)s * W->rows_per_slice;
