@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // attention — causal attention of query row i (position p = step.pos0 + i) over the cached
 // positions 0..p of the paged K/V pool; GQA: query head h reads KV head h / (n_head / n_kv_head).
 //
@@ -49,8 +50,8 @@ float score(uint row, uint kvoff4) {
   precise float s = 0.0;
   for (uint d0 = 0u; d0 < n4; d0 += 16u) {
     vec4 kk[16];
-    for (uint j = 0u; j < 16u; j++) kk[j] = d0 + j < n4 ? kc4[ko + d0 + j] : vec4(0.0);
-    for (uint j = 0u; j < 16u; j++) {
+    [[unroll]] for (uint j = 0u; j < 16u; j++) kk[j] = d0 + j < n4 ? kc4[ko + d0 + j] : vec4(0.0);
+    [[unroll]] for (uint j = 0u; j < 16u; j++) {
       if (d0 + j < n4) {
         vec4 qv = qs[d0 + j];
         s = fma(qv.x, kk[j].x, s);
@@ -102,11 +103,11 @@ void chunk_partial(uint c0, uint p, uint kvoff4, out float m_c, out float l_c, o
     precise vec4 pv = vec4(0.0);
     for (uint k0 = grp; k0 < nk; k0 += 8u * G) {
       vec4 vv[8];
-      for (uint b = 0u; b < 8u; b++) {
+      [[unroll]] for (uint b = 0u; b < 8u; b++) {
         uint k = k0 + b * G;
         vv[b] = k < nk ? vc4[(pc.o_v >> 2) + rowof[k] * vrow + kvoff4 + dl] : vec4(0.0);
       }
-      for (uint b = 0u; b < 8u; b++) {
+      [[unroll]] for (uint b = 0u; b < 8u; b++) {
         uint k = k0 + b * G;
         if (k < nk) pv = fma(vec4(sc[k]), vv[b], pv);
       }

@@ -21,5 +21,5 @@ void main() {
   if (e >= pc.dim) return;
   uint id = tok[pc.o_tok + t];
   if (id < pc.row0 || id - pc.row0 >= pc.rows) return;
-  y[pc.o_out + t * pc.dim + e] = ld_elem(TYPE, (id - pc.row0) * pc.row_bytes, e);
+  y[pc.o_out + t * pc.dim + e] = ld_elem(TYPE, id - pc.row0, pc.row_bytes, pc.rows, pc.dim, e);
 }

@@ -4,6 +4,9 @@
 // sums lanes with subgroup shuffles, KS_SUBGROUP=0 with shared memory, in the same order; and
 // KS_DECODE=1 (one token: NAME_dec) or 0 (prefill tiles).
 //
+// (Q8_0 and Q4_0 (QSCALE): a unit's 8 products with the integer weights start from 0 and the
+// block scale times their sum is added with one fma.)
+//
 // Work split: a workgroup is NGR row groups of LPR = SG * SPLIT invocations. A group owns R
 // weight rows ("slots") and a tile of up to TT tokens. Lane L of a group accumulates, for every
 // (slot, token), the units u = L, L + LPR, L + 2 LPR, ... of the row (a unit is 8 elements, the
@@ -31,15 +34,21 @@
 #extension GL_KHR_shader_subgroup_shuffle : require
 #endif
 #include "matmul_common.glsl"
+// Q8_0 / Q4_0: a unit's products take the integer values (q, or q - 8) and its block scale d
+// multiplies their sum once: acc + d * (sum of q x), one fma (fewer instructions per weight)
+#define QSCALE (WTYPE == 8 || WTYPE == 2)
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 layout(constant_id = 1) const uint SG = 32;  // lanes that split one row; power of two
 layout(constant_id = 2) const uint SPLIT = 1; // subgroups of SG lanes that share one row
 // R weight rows per lane group (even, for SWIGLU), TT tokens per tile, U units a lane loads
-// before it sums them (in order). Compile-time, so the arrays they size stay in registers: the
-// decode build (one token) and the prefill build differ only here.
+// before it sums them (in order). Fixed when the pipeline is built (compiled in, or for decode's
+// R a specialisation constant: the host takes 4 for Q8_0 / Q4_0, 2 otherwise), so the arrays
+// they size stay in registers: the decode build (one token) and the prefill build differ only
+// here.
 #if KS_DECODE
-const uint R = 2u, TT = 1u, U = KS_DECODE_U;
+layout(constant_id = 3) const uint RDEC = 2u; // decode: weight rows per lane group (even)
+const uint R = RDEC, TT = 1u, U = KS_DECODE_U;
 #else
 const uint R = KS_PREFILL_R, TT = KS_PREFILL_TT, U = 1u;
 #endif
@@ -63,6 +72,40 @@ float fma8(vec4 a0, vec4 a1, vec4 b0, vec4 b1, float acc) {
   s = fma(a1.z, b1.z, s);
   s = fma(a1.w, b1.w, s);
   return s;
+}
+
+// unit u (elements 8u .. 8u + 7; tail: 4 elements) of the R rows, w0/w1, into the dot products
+// of the tile's nt tokens (and, NORM_IN, the input rows' sums of squares)
+void acc_unit(uint u, bool tail, bool norm, uint tbase, uint nt, uint k4, vec4 w0[R], vec4 w1[R],
+              float d[R], inout float v[RT2]) {
+  vec4 na = vec4(1.0), nb = vec4(1.0); // the unit's norm weights
+  if (norm) {
+    uint no = pc.o_nw / 4u + 2u * u;
+    na = nw4[no];
+    nb = tail ? vec4(0.0) : nw4[no + 1u];
+  }
+  [[unroll]] for (uint t = 0u; t < TT; t++) {
+    if (t < nt) {
+      uint xo = pc.o_x / 4u + (tbase + t) * k4 + 2u * u;
+      vec4 a = x4[xo];
+      vec4 b = tail ? vec4(0.0) : x4[xo + 1u];
+      if (norm) { // sum of squares of x; the product takes nw * x (the scale comes last)
+        v[RT + t] = fma8(a, b, a, b, v[RT + t]);
+        precise vec4 xa = na * a;
+        precise vec4 xb = nb * b;
+        a = xa;
+        b = xb;
+      }
+      [[unroll]] for (uint s = 0u; s < R; s++) {
+#if QSCALE
+        precise float us = fma8(w0[s], w1[s], a, b, 0.0);
+        v[s * TT + t] = fma(d[s], us, v[s * TT + t]);
+#else
+        v[s * TT + t] = fma8(w0[s], w1[s], a, b, v[s * TT + t]);
+#endif
+      }
+    }
+  }
 }
 
 // Every lane ends with the sum over its row group's LPR lanes of v[i], for every i: a butterfly
@@ -142,36 +185,29 @@ void main() {
   // sums are the same as one unit at a time
   for (uint u0 = lane; u0 < nun; u0 += LPR * U) {
     vec4 w0[U * R], w1[U * R];
+    float dq[U * R];
     [[unroll]] for (uint k = 0u; k < U; k++) {
       uint u = min(u0 + k * LPR, nun - 1u);
-      [[unroll]] for (uint s = 0u; s < R; s++) load_w(wrow[s], u, w0[k * R + s], w1[k * R + s]);
+      [[unroll]] for (uint s = 0u; s < R; s++) {
+#if QSCALE
+        load_wq(wrow[s], u, w0[k * R + s], w1[k * R + s], dq[k * R + s]);
+#else
+        load_w(wrow[s], u, w0[k * R + s], w1[k * R + s]);
+        dq[k * R + s] = 1.0;
+#endif
+      }
     }
     [[unroll]] for (uint k = 0u; k < U; k++) {
       const uint u = u0 + k * LPR;
       if (u < nun) {
-        const bool tail = 8u * u + 4u == pc.K;
-        vec4 na = vec4(1.0), nb = vec4(1.0); // the unit's norm weights
-        if (norm) {
-          uint no = pc.o_nw / 4u + 2u * u;
-          na = nw4[no];
-          nb = tail ? vec4(0.0) : nw4[no + 1u];
+        vec4 a0[R], a1[R];
+        float d[R];
+        [[unroll]] for (uint s = 0u; s < R; s++) {
+          a0[s] = w0[k * R + s];
+          a1[s] = w1[k * R + s];
+          d[s] = dq[k * R + s];
         }
-        [[unroll]] for (uint t = 0u; t < TT; t++) {
-          if (t < nt) {
-            uint xo = pc.o_x / 4u + (tbase + t) * k4 + 2u * u;
-            vec4 a = x4[xo];
-            vec4 b = tail ? vec4(0.0) : x4[xo + 1u];
-            if (norm) { // sum of squares of x; the product takes nw * x (the scale comes last)
-              v[RT + t] = fma8(a, b, a, b, v[RT + t]);
-              precise vec4 xa = na * a;
-              precise vec4 xb = nb * b;
-              a = xa;
-              b = xb;
-            }
-            [[unroll]] for (uint s = 0u; s < R; s++)
-              v[s * TT + t] = fma8(w0[k * R + s], w1[k * R + s], a, b, v[s * TT + t]);
-          }
-        }
+        acc_unit(u, 8u * u + 4u == pc.K, norm, tbase, nt, k4, a0, a1, d, v);
       }
     }
   }

@@ -13,7 +13,8 @@
 // whose output the host binds in place of x. The f16 values are the same either way, so neither
 // the direct loads nor where the input is rounded change a bit.
 //
-// Bits: K is cut into S slices of K / S (S from K alone, host side). An output's slice sum is the
+// Bits: K is cut into S slices of K / S (S from K alone, host side; S = 1 in the "prefill" policy,
+// where every prompt, one token included, takes the prefill kernel). An output's slice sum is the
 // chain of 16-deep products C = A·B + C over the slice's k steps in order, from C = 0; the slices
 // are then added in order, ((p0 + p1) + p2) + ... in f32. The decode kernel gives each slice to
 // its own subgroup (parallelism for one token) and adds the partials through shared memory; the
@@ -137,21 +138,19 @@ uvec4 fetch_w(uint row, uint u) {
 
 #if WTYPE == 8 || WTYPE == 2
 // Q8_0 / Q4_0 unit u of weight row `row` in two steps, so the prefetch only loads: raw_w the
-// words that hold it (x: the block's f16 scale, y z w: its 8 quant bytes), cook_w the f16 values
+// words that hold it (x: the block's f16 scale, y z: its 8 quant bytes), cook_w the f16 values
 // load_w would give (its q_unit_at and q_unit)
 uvec4 raw_w(uint row, uint u) {
   uint base, qo;
   q_unit_at(row, u, base, qo);
-  const uint i = qo >> 2;
-  return uvec4(wu[base >> 2], wu[i], wu[i + 1u], (qo & 2u) != 0u ? wu[i + 2u] : 0u);
+  return uvec4(wu[base >> 2], wu[qo >> 2], wu[(qo >> 2) + 1u], 0u);
 }
 uvec4 cook_w(uint row, uint u, uvec4 r) {
   uint base, qo;
   q_unit_at(row, u, base, qo);
   const float d = unpackHalf2x16((base & 2u) != 0u ? (r.x >> 16) : r.x).x;
-  const uvec2 q = (qo & 2u) != 0u ? uvec2((r.y >> 16) | (r.z << 16), (r.z >> 16) | (r.w << 16)) : r.yz;
   vec4 w0, w1;
-  q_unit(d, q, u, w0, w1);
+  q_unit(d, r.yz, u, w0, w1);
   return h8(w0, w1);
 }
 #endif
@@ -262,15 +261,13 @@ void main() {
     finish(obase, o, 0u, a, b);
   }
 #else
-  const uint obase = (gl_WorkGroupID.x * NSG + sub) * outs;
-  const uint tbase = gl_WorkGroupID.y * TN * 8u;
+  // token tiles along x, row blocks along y: a row block's tiles (the same weights) run together
+  const uint obase = (gl_WorkGroupID.y * NSG + sub) * outs;
+  const uint tbase = gl_WorkGroupID.x * TN * 8u;
   setup_rows(sub * RM, obase);
   barrier();
-  C_T acc[MT * TN], total[MT * TN];
-  [[unroll]] for (uint i = 0u; i < MT * TN; i++) {
-    acc[i] = C_T(0.0);
-    total[i] = C_T(0.0);
-  }
+  C_T acc[MT * TN], total[MT * TN]; // total: set when the first slice ends (none live before)
+  [[unroll]] for (uint i = 0u; i < MT * TN; i++) acc[i] = C_T(0.0);
   // Every weight tile goes through shared memory here (the matrix loads straight from the
   // weight buffer were the prefill kernel's bottleneck), and the next chunk's input and, for
   // F16, Q8_0 and Q4_0, its weights are loaded into registers while this chunk is multiplied:

@@ -59,15 +59,25 @@ vec4 b4(uvec2 b) { // bf16 is the top half of an f32
 }
 
 #if WTYPE == 8 || WTYPE == 2
-// Q8_0 / Q4_0 unit u of weight row `row`: the byte offsets of its block (the f16 scale first)
-// and of its 8 quant bytes
-void q_unit_at(uint row, uint u, out uint base, out uint qo) {
+// Q8_0 / Q4_0 in the device's split layout (gpu.h): block i = row * nb + b of the slice's wrows
+// rows has its QB quant bytes at i * QB and its f16 scale at wrows * nb * QB + 2 i
 #if WTYPE == 8
-  base = row * pc.row_bytes + (u >> 2) * Q8_0_BYTES;
-  qo = base + 2u + (u & 3u) * 8u;
+const uint QB = 32u;
 #else
-  base = row * pc.row_bytes + (u >> 2) * Q4_0_BYTES;
-  qo = base + 2u + (u & 1u) * 8u;
+const uint QB = 16u;
+#endif
+uint q_wrows() { return (pc.flags & EPI_SWIGLU) != 0u ? 2u * pc.rows : pc.rows; }
+// the index of block b of weight row `row`
+uint q_block(uint row, uint b) { return row * (pc.K >> 5) + b; }
+// unit u (8 values) of weight row `row`: the byte offsets of its scale and of its 8 quant bytes
+// (a multiple of 8)
+void q_unit_at(uint row, uint u, out uint base, out uint qo) {
+  const uint i = q_block(row, u >> 2);
+  base = q_wrows() * (pc.K >> 5) * QB + 2u * i;
+#if WTYPE == 8
+  qo = i * 32u + (u & 3u) * 8u;
+#else
+  qo = i * 16u + (u & 1u) * 8u;
 #endif
 }
 // its 8 values from the scale d and the quant bytes q
@@ -84,6 +94,17 @@ void q_unit(float d, uvec2 q, uint u, out vec4 w0, out vec4 w1) {
     w1 = nib_hi(q.y) * d;
   }
 #endif
+}
+#endif
+
+#if WTYPE == 8 || WTYPE == 2
+// unit u of weight row `row` as integer values (q, or q - 8) and the block's scale d: load_w's
+// values are w * d
+void load_wq(uint row, uint u, out vec4 w0, out vec4 w1, out float d) {
+  uint base, qo;
+  q_unit_at(row, u, base, qo);
+  d = ld_half(base);
+  q_unit(1.0, uvec2(wu[qo >> 2], wu[(qo >> 2) + 1u]), u, w0, w1);
 }
 #endif
 
@@ -121,7 +142,7 @@ void load_w(uint row, uint u, out vec4 w0, out vec4 w1) {
 #else
   uint base, qo;
   q_unit_at(row, u, base, qo);
-  q_unit(ld_half(base), ld8(qo), u, w0, w1);
+  q_unit(ld_half(base), uvec2(wu[qo >> 2], wu[(qo >> 2) + 1u]), u, w0, w1);
 #endif
 }
 

@@ -255,6 +255,7 @@ static ks_status enumerate(VkInstance inst, VkPhysicalDevice **out, uint32_t *n)
 
 typedef struct {
   int portability_subset;
+  int pipeline_exec;  /* VK_KHR_pipeline_executable_properties */
   int robust_access;  /* robustBufferAccess supported */
   int timestamps;     /* compute queue has timestampValidBits and timestampComputeAndGraphics */
   uint32_t qfam;      /* first queue family with compute */
@@ -363,6 +364,7 @@ static void probe(VkInstance inst, VkPhysicalDevice pd, ks_gpu_info *info, dev_e
     info->coopmat_nv = has_dev_ext(ext, n, "VK_NV_cooperative_matrix");
     info->coopmat_khr = has_dev_ext(ext, n, "VK_KHR_cooperative_matrix");
     x->portability_subset = has_dev_ext(ext, n, "VK_KHR_portability_subset");
+    x->pipeline_exec = has_dev_ext(ext, n, "VK_KHR_pipeline_executable_properties");
   }
   free(ext);
   info->coopmat = info->coopmat_nv && x->memory_model && info->fp16_arith &&
@@ -555,6 +557,25 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
     if (g->info.coopmat) g->coopmat_mode = mode;
   }
   g->info.coopmat = g->coopmat_mode != 0;
+  /* keys per attention chunk (attention.comp's workgroup size): part of the numerics */
+  g->attn_wg = 128;
+  const char *aw_env = getenv("KVSCOPE_ATTN_WG");
+  if (aw_env && *aw_env) {
+    if (strcmp(aw_env, "64") && strcmp(aw_env, "128") && strcmp(aw_env, "256")) {
+      st = ks_fail(KS_ERR_ARG, "KVSCOPE_ATTN_WG='%s' must be 64, 128 or 256", aw_env);
+      goto fail;
+    }
+    g->attn_wg = atoi(aw_env);
+  }
+  const char *rd_env = getenv("KVSCOPE_MM_RDEC");
+  g->mm_rdec = 0; /* by weight type (gpu_ops.c) */
+  if (rd_env && *rd_env) {
+    if (strcmp(rd_env, "2") && strcmp(rd_env, "4")) {
+      st = ks_fail(KS_ERR_ARG, "KVSCOPE_MM_RDEC='%s' must be 2 or 4", rd_env);
+      goto fail;
+    }
+    g->mm_rdec = atoi(rd_env);
+  }
   VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
       .cooperativeMatrix = VK_TRUE,
@@ -572,9 +593,19 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
       .pNext = &f12,
       .storageBuffer16BitAccess = (VkBool32)g->info.storage16,
   };
+  const char *ps_env = getenv("KVSCOPE_PIPELINE_STATS");
+  const int want_stats = ps_env && !strcmp(ps_env, "1");
+  if (want_stats && !x.pipeline_exec)
+    fprintf(stderr, "kvscope: KVSCOPE_PIPELINE_STATS: %s has no "
+                    "VK_KHR_pipeline_executable_properties; no statistics\n", g->info.name);
+  VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR pef = {
+      .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+      .pNext = &f11,
+      .pipelineExecutableInfo = VK_TRUE,
+  };
   VkPhysicalDeviceFeatures2 f2 = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-      .pNext = &f11,
+      .pNext = want_stats && x.pipeline_exec ? (void *)&pef : (void *)&f11,
   };
   f2.features.robustBufferAccess = (VkBool32)g->info.robust_access;
   float prio = 1.0f;
@@ -584,10 +615,11 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
       .queueCount = 1,
       .pQueuePriorities = &prio,
   };
-  const char *dev_ext[3];
+  const char *dev_ext[4];
   uint32_t n_dev_ext = 0;
   if (x.portability_subset) dev_ext[n_dev_ext++] = "VK_KHR_portability_subset";
   if (g->info.coopmat) dev_ext[n_dev_ext++] = "VK_NV_cooperative_matrix";
+  if (want_stats && x.pipeline_exec) dev_ext[n_dev_ext++] = "VK_KHR_pipeline_executable_properties";
   VkDeviceCreateInfo dci = {
       .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
       .pNext = &f2,
@@ -598,6 +630,12 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   };
   VK_TRY(vkCreateDevice(g->phys, &dci, NULL, &g->dev));
   vkGetDeviceQueue(g->dev, g->qfam, 0, &g->queue);
+  if (want_stats && x.pipeline_exec) {
+    g->pexec_props = (PFN_vkGetPipelineExecutablePropertiesKHR)vkGetDeviceProcAddr(
+        g->dev, "vkGetPipelineExecutablePropertiesKHR");
+    g->pexec_stats = (PFN_vkGetPipelineExecutableStatisticsKHR)vkGetDeviceProcAddr(
+        g->dev, "vkGetPipelineExecutableStatisticsKHR");
+  }
 
   if ((st = gpu_cmd_objects_create(g, &g->xfer_pool, &g->xfer_cb, &g->xfer_fence))) goto fail;
   VkPipelineCacheCreateInfo pcci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
@@ -942,6 +980,42 @@ void gpu_tensor_free(ks_gpu *g, ks_gpu_tensor *t) {
   memset(t, 0, sizeof *t);
 }
 
+int gpu_type_split_blocks(ks_type t) { return t == KS_TYPE_Q8_0 || t == KS_TYPE_Q4_0; }
+
+/* Rows [r0, r0 + nr) of a tensor of `total` rows of K values, from the stored layout at src into
+ * the device layout of dst (a buffer of exactly those `total` rows). Q8_0 and Q4_0 are split
+ * (gpu.h): block i = row * nb + b keeps its quant bytes at i * qb and its f16 scale at
+ * total * nb * qb + 2 i; every other type is copied as stored. */
+static ks_status upload_rows(ks_gpu *g, ks_buf *dst, ks_type type, int64_t K, int64_t total,
+                             int64_t r0, const void *src, int64_t nr) {
+  const uint64_t row = ks_type_row_bytes(type, K);
+  if (!gpu_type_split_blocks(type))
+    return gpu_upload(g, dst, row * (uint64_t)r0, src, row * (uint64_t)nr);
+  const uint64_t nb = (uint64_t)K / 32, bb = ks_type_block_bytes(type), qb = bb - 2;
+  const uint64_t sc_base = (uint64_t)total * nb * qb;
+  /* a few MiB of rows at a time: their quant bytes, then their scales */
+  int64_t step = (int64_t)KS_MAX((uint64_t)1, (8ull << 20) / row);
+  if (step > nr) step = nr;
+  unsigned char *q = malloc((size_t)(row * (uint64_t)step));
+  if (!q) return ks_fail(KS_ERR_NOMEM, "out of host memory for the weight upload");
+  ks_status st = KS_OK;
+  for (int64_t r = 0; r < nr && st == KS_OK; r += step) {
+    const int64_t n = KS_MIN(step, nr - r);
+    const unsigned char *in = (const unsigned char *)src + row * (uint64_t)r;
+    const uint64_t nblk = nb * (uint64_t)n;
+    unsigned char *sc = q + nblk * qb;
+    for (uint64_t i = 0; i < nblk; i++) {
+      memcpy(sc + 2 * i, in + i * bb, 2);
+      memcpy(q + i * qb, in + i * bb + 2, qb);
+    }
+    const uint64_t first = nb * (uint64_t)(r0 + r); /* block index of this piece's first block */
+    st = gpu_upload(g, dst, first * qb, q, nblk * qb);
+    if (st == KS_OK) st = gpu_upload(g, dst, sc_base + first * 2, sc, nblk * 2);
+  }
+  free(q);
+  return st;
+}
+
 ks_status gpu_tensor_upload_concat(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *const *parts,
                                    int n) {
   memset(t, 0, sizeof *t);
@@ -967,11 +1041,11 @@ ks_status gpu_tensor_upload_concat(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor 
   t->rows_per_slice = rows;
   t->n_slices = 1;
   ks_status st = gpu_buf_create(g, &t->slices[0], total, KS_MEM_DEVICE);
-  uint64_t off = 0;
+  int64_t r0 = 0;
   for (int i = 0; i < n && st == KS_OK; i++) {
-    uint64_t bytes = row * (uint64_t)(parts[i]->ne[1] > 0 ? parts[i]->ne[1] : 1);
-    st = gpu_upload(g, &t->slices[0], off, parts[i]->data, bytes);
-    off += bytes;
+    int64_t nr = parts[i]->ne[1] > 0 ? parts[i]->ne[1] : 1;
+    st = upload_rows(g, &t->slices[0], type, k, rows, r0, parts[i]->data, nr);
+    r0 += nr;
   }
   if (st != KS_OK) gpu_tensor_free(g, t);
   return st;
@@ -1019,8 +1093,8 @@ ks_status gpu_tensor_upload(ks_gpu *g, ks_gpu_tensor *t, const ks_tensor *host) 
     int64_t r0 = (int64_t)s * per, nr = KS_MIN(per, rows - r0);
     st = gpu_buf_create(g, &t->slices[s], row * (uint64_t)nr, KS_MEM_DEVICE);
     if (st != KS_OK) break;
-    st = gpu_upload(g, &t->slices[s], 0, (const char *)host->data + src_row * (uint64_t)r0,
-                    row * (uint64_t)nr);
+    st = upload_rows(g, &t->slices[s], type, n, nr, 0,
+                     (const char *)host->data + src_row * (uint64_t)r0, nr);
   }
   if (own_progress) g->prog_total = 0;
   if (st != KS_OK) gpu_tensor_free(g, t);

@@ -91,8 +91,13 @@ void gpu_upload_progress(ks_gpu *g, const char *what, uint64_t total_bytes);
 
 /* A weight tensor on the device, split by whole rows into slices of at most
  * maxStorageBufferRange bytes (one slice in the common case; $KVSCOPE_MAX_BUFFER_RANGE, read by
- * gpu_create, lowers the cap so tests exercise several slices). Every type is kept as stored
- * (BF16 and the K-quants included) and dequantised inside the kernels: no f32 copy is made. */
+ * gpu_create, lowers the cap so tests exercise several slices). Every type is dequantised
+ * inside the kernels (no f32 copy is made) and kept as stored (BF16 and the K-quants included)
+ * except Q8_0 and Q4_0 (gpu_type_split_blocks): their blocks (f16 scale, then 32 or 16 quant
+ * bytes; 34 and 18 bytes, so never 4-byte aligned) are split so that the kernels read aligned
+ * words: a slice of R rows of nb blocks holds block i = row * nb + b's quant bytes at i * qb
+ * (qb = 32 or 16) and its scale at R * nb * qb + 2 i. Same size as stored. */
+int gpu_type_split_blocks(ks_type t);
 typedef struct {
   ks_type type;
   int64_t ne[2];

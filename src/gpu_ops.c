@@ -299,6 +299,46 @@ static ks_status get_layout(ks_gpu *g, int n_bind) {
   return KS_OK;
 }
 
+/* KVSCOPE_PIPELINE_STATS=1: the driver's statistics of a new pipeline (one line per executable) */
+static void print_pipeline_stats(ks_gpu *g, VkPipeline pipe, const char *shader,
+                                 const uint32_t *spec, int n_spec) {
+  VkPipelineInfoKHR pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = pipe};
+  uint32_t ne = 0;
+  if (g->pexec_props(g->dev, &pi, &ne, NULL) != VK_SUCCESS) return;
+  for (uint32_t e = 0; e < ne; e++) {
+    VkPipelineExecutableInfoKHR ei = {.sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+                                      .pipeline = pipe, .executableIndex = e};
+    uint32_t ns = 0;
+    if (g->pexec_stats(g->dev, &ei, &ns, NULL) != VK_SUCCESS || ns == 0) continue;
+    VkPipelineExecutableStatisticKHR *st = calloc(ns, sizeof *st);
+    if (!st) return;
+    for (uint32_t i = 0; i < ns; i++) st[i].sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR;
+    if (g->pexec_stats(g->dev, &ei, &ns, st) == VK_SUCCESS || ns) {
+      fprintf(stderr, "pipeline %s [", shader);
+      for (int i = 0; i < n_spec; i++) fprintf(stderr, "%s%u", i ? " " : "", spec[i]);
+      fprintf(stderr, "]");
+      for (uint32_t i = 0; i < ns; i++) {
+        fprintf(stderr, "  %s=", st[i].name);
+        switch (st[i].format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+          fprintf(stderr, "%u", (unsigned)st[i].value.b32);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+          fprintf(stderr, "%lld", (long long)st[i].value.i64);
+          break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+          fprintf(stderr, "%llu", (unsigned long long)st[i].value.u64);
+          break;
+        default:
+          fprintf(stderr, "%g", st[i].value.f64);
+        }
+      }
+      fprintf(stderr, "\n");
+    }
+    free(st);
+  }
+}
+
 static ks_status get_pipeline(ks_gpu *g, const char *shader, const uint32_t *spec, int n_spec,
                               int n_bind, VkPipeline *out) {
   for (int i = 0; i < g->n_pipes; i++) {
@@ -354,12 +394,14 @@ static ks_status get_pipeline(ks_gpu *g, const char *shader, const uint32_t *spe
           },
       .layout = g->layout[n_bind],
   };
+  if (g->pexec_props && g->pexec_stats) ci.flags |= VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR;
   VkPipeline pipe;
   VkResult r = vkCreateComputePipelines(g->dev, g->pcache, 1, &ci, NULL, &pipe);
   vkDestroyShaderModule(g->dev, mod, NULL);
   if (r != VK_SUCCESS)
     return ks_fail(KS_ERR_VULKAN, "vkCreateComputePipelines(%s) failed: %s (%s:%d)", shader,
                    gpu_vk_result_name(r), __FILE__, __LINE__);
+  if (g->pexec_props && g->pexec_stats) print_pipeline_stats(g, pipe, shader, spec, n_spec);
   ks_pipe_entry *e = &g->pipes[g->n_pipes++];
   memset(e, 0, sizeof *e);
   e->shader = sp->name;
@@ -702,11 +744,11 @@ void op_rmsnorm(ks_cmd *c, ks_bref out, ks_bref x, ks_bref w, int n_tok, int n, 
 }
 
 /* matmul.glsl's work split (see there): SG * SPLIT lanes share a row, WG invocations; a decode
- * build (one token, matmul_<type>_dec) with R = 2 rows per lane group, TT = 1 token, and a
- * prefill one with R = 4, TT = 8 (the values are compiled in; the host mirrors them here). A
+ * build (one token, matmul_<type>_dec) with R = 2 or 4 rows per lane group (a specialisation
+ * constant, below), TT = 1 token, and a prefill one with R = 4, TT = 8 (compiled in; the host
+ * mirrors them here). A
  * row's bits depend only on K, SG and SPLIT, fixed per device and row length. */
 #define MM_WG_TARGET 128u
-#define MM_R_DECODE 2u
 #ifndef KS_MM_R_PREFILL
 #define KS_MM_R_PREFILL 4 /* CMake passes KVSCOPE_PREFILL_R, the value compiled into the shaders */
 #endif
@@ -730,11 +772,12 @@ static uint32_t mm_sg(const ks_gpu *g) {
 
 /* Bumped whenever a kernel's arithmetic (an order of sums, a fusion) changes: K/V written by
  * another version would not equal what this one computes. */
-#define KS_KERNEL_NUMERICS 3u
+#define KS_KERNEL_NUMERICS 4u
 
 uint64_t gpu_numerics_id(const ks_gpu *g) {
   const uint32_t words[] = {KS_KERNEL_NUMERICS, g->info.vendor_id, g->info.device_id,
-                            g->info.driver_version, mm_sg(g), (uint32_t)g->coopmat_mode};
+                            g->info.driver_version, mm_sg(g), (uint32_t)g->coopmat_mode,
+                            (uint32_t)g->attn_wg};
   uint64_t h = 1469598103934665603ull; /* FNV-1a over the words' bytes */
   for (size_t i = 0; i < KS_ARRAY_LEN(words); i++)
     for (int b = 0; b < 4; b++) h = (h ^ ((words[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
@@ -819,8 +862,10 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   if (!o) o = &none;
   const int cm = gpu_matmul_coopmat(c->g, W->type, (int64_t)K) &&
                  !(o->decode_step && c->g->coopmat_mode == 3);
+  const int cm_prefill_only = c->g->coopmat_mode == 3;
+  const int cm_dec = cm && n_tok == 1 && !cm_prefill_only; /* the one-token kernel */
   if (cm)
-    snprintf(shader, sizeof shader, "%s_cm%s", matmul_shader(W->type), n_tok == 1 ? "_dec" : "");
+    snprintf(shader, sizeof shader, "%s_cm%s", matmul_shader(W->type), cm_dec ? "_dec" : "");
   else
     snprintf(shader, sizeof shader, "%s%s%s", matmul_shader(W->type), n_tok == 1 ? "_dec" : "",
              gpu_matmul_subgroup(c->g) ? "" : "_nosg");
@@ -865,31 +910,40 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   /* tuning (kvscope bench): KVSCOPE_MM_WG=N workgroup size; it never changes a result's bits */
   const char *tune = getenv("KVSCOPE_MM_WG");
   if (tune && atoi(tune) >= 1 && atoi(tune) <= 1024) wgt = (uint32_t)atoi(tune);
-  const uint32_t R = decode ? MM_R_DECODE : MM_R_PREFILL, TT = decode ? 1 : MM_TT_PREFILL;
+  /* decode: 4 weight rows per lane group for Q8_0 and Q4_0 (one input load serves more of their
+   * short rows; 2 for the rest: more lanes in flight); KVSCOPE_MM_RDEC=2|4 overrides it for
+   * measurements. The bits do not depend on it. */
+  const uint32_t rdec = c->g->mm_rdec ? (uint32_t)c->g->mm_rdec
+                        : W->type == KS_TYPE_Q8_0 || W->type == KS_TYPE_Q4_0 ? 4u : 2u;
+  const uint32_t R = decode ? rdec : MM_R_PREFILL, TT = decode ? 1 : MM_TT_PREFILL;
   /* SPLIT subgroups share a row when rows are long (more lanes in flight per row): a function
    * of K alone, so decode and prefill sum a row the same way */
   const uint32_t split = K >= 4096 ? 4 : K >= 2048 ? 2 : 1;
   const uint32_t sg = mm_sg(c->g), lpr = sg * split;
   const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
   uint32_t outs = o->swiglu || rp ? R / 2 : R;
-  uint32_t spec[3] = {wg, sg, split}, n_spec = 3, per_wg = ngr * outs, tok_tile = TT;
+  uint32_t spec[4] = {wg, sg, split, rdec}, n_spec = 4,
+           per_wg = ngr * outs, tok_tile = TT;
   if (cm) { /* matmul_cm.glsl's work split */
-    const uint32_t S = cm_slices(K), paired = o->swiglu || rp;
-    spec[0] = decode ? 32 * S : 32 * KS_CM_NSG;
+    /* In "prefill" mode no decode step runs here, so K is one slice (one chain of products, no
+     * running total to keep: fewer registers) and every prompt, one token included, takes the
+     * prefill kernel; otherwise the decode kernel's slices (one subgroup each), in both. */
+    const uint32_t S = cm_prefill_only ? 1 : cm_slices(K), paired = o->swiglu || rp;
+    spec[0] = cm_dec ? 32 * S : 32 * KS_CM_NSG;
     spec[1] = S;
     /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 makes the decode kernel stage F16 weight tiles
      * through shared memory too (the prefill kernel always does); the bits are the same */
     const char *stage = getenv("KVSCOPE_CM_STAGE");
     spec[2] = stage && !strcmp(stage, "1") ? 1 : 0;
     n_spec = 3;
-    per_wg = (decode ? 1 : KS_CM_NSG) * (paired ? 16 : 32);
-    tok_tile = decode ? 1 : 8 * KS_CM_TN;
+    per_wg = (cm_dec ? 1 : KS_CM_NSG) * (paired ? 16 : 32);
+    tok_tile = cm_dec ? 1 : 8 * KS_CM_TN;
   }
   uint64_t out_bytes = ((uint64_t)n_tok - 1) * stride * 4 + N * 4;
   /* the cooperative-matrix prefill kernel reads its input normalised and rounded to f16 by
    * cm_xprep.comp, once for all slices and workgroups */
   ks_bind bx = bind(x, (uint64_t)n_tok * K * 4), bn = o->norm_w.b ? bind(o->norm_w, K * 4) : bx;
-  if (cm && !decode) {
+  if (cm && !cm_dec) {
     ks_bref xh;
     if (!cm_scratch(c, (uint64_t)n_tok * K * 2, &xh)) return;
     pc_xprep pp = {.K = (uint32_t)K, .flags = o->norm_w.b ? MM_NORM_IN : 0, .eps = o->eps};
@@ -928,8 +982,13 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
                     rp ? bind(rp->kpool, 0) : bo, rp ? bind(rp->vpool, 0) : bo,
                     rp ? bind(rp->steptab, 0) : bx,
                     rp ? bind(ks_ref(freq, 0), (uint64_t)(rp->head_dim / 2) * 4) : bx};
-    dispatch(c, op, shader, spec, n_spec, b, 8, &pc, sizeof pc, (outputs + per_wg - 1) / per_wg,
-             ((uint32_t)n_tok + tok_tile - 1) / tok_tile, 1);
+    /* the cooperative-matrix prefill kernel takes token tiles along x: the tiles of one row
+     * block, which read the same weights, run side by side */
+    const uint32_t gr = (outputs + per_wg - 1) / per_wg;
+    const uint32_t gt = ((uint32_t)n_tok + tok_tile - 1) / tok_tile;
+    const int tok_x = cm && !cm_dec;
+    dispatch(c, op, shader, spec, n_spec, b, 8, &pc, sizeof pc, tok_x ? gt : gr, tok_x ? gr : gt,
+             1);
   }
 }
 
@@ -1114,7 +1173,8 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
     return;
   }
   uint64_t qbytes = (uint64_t)n_tok * n_head * head_dim * 4;
-  uint32_t n_chunk = (uint32_t)(((uint64_t)(max_pos > 0 ? max_pos : 1) + WG_ATTN - 1) / WG_ATTN);
+  const uint32_t awg = (uint32_t)c->g->attn_wg; /* keys per chunk, at least WG_ATTN (part sizes) */
+  uint32_t n_chunk = (uint32_t)(((uint64_t)(max_pos > 0 ? max_pos : 1) + awg - 1) / awg);
   pc_attention pc = {
       .n_tok = (uint32_t)n_tok,
       .n_head = (uint32_t)n_head,
@@ -1128,7 +1188,7 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
       .n_chunk_max = split ? n_chunk : 0,
   };
   _Static_assert(WG_ATTN >= 64, "attention.comp: a 256-wide head needs 64 lanes of vec4");
-  uint32_t spec[1] = {WG_ATTN};
+  uint32_t spec[1] = {awg};
   /* Without probs, binding 6 is the output again: the shader never touches it; the same for
    * binding 7 without a split. The probs region's extent depends on the position (read on the
    * GPU), so it is bound to the end. */

@@ -31,4 +31,6 @@ expect_fail "no prompt" 2 "needs a prompt" -- $K run -m "$M" -z "$Z"
 expect_fail "unknown command" 2 "unknown command" -- $K frobnicate
 expect_fail "device out of range" 1 "device" -- $K run -m "$M" -z "$Z" -p hi --device 99
 expect_fail "bad KVSCOPE_COOPMAT" 1 "KVSCOPE_COOPMAT='fast' must be off, prefill, f16 or all" -- env KVSCOPE_COOPMAT=fast $K run -m "$M" -z "$Z" -p hi
+expect_fail "bad KVSCOPE_ATTN_WG" 1 "KVSCOPE_ATTN_WG='100' must be 64, 128 or 256" -- env KVSCOPE_ATTN_WG=100 $K run -m "$M" -z "$Z" -p hi
+expect_fail "bad KVSCOPE_MM_RDEC" 1 "KVSCOPE_MM_RDEC='3' must be 2 or 4" -- env KVSCOPE_MM_RDEC=3 $K run -m "$M" -z "$Z" -p hi
 finish
