@@ -12,14 +12,16 @@
 // M' = max(M, m_c), L' = L e^(M - M') + l_c e^(m_c - M'), likewise the output. Three phases:
 //   0  decode, split over the context: workgroup (h, 0, c) writes chunk c's partial to `part`
 //   1  decode: workgroup (h) folds the partials of the chunks up to p and writes the output
-//   2  one workgroup per (h, i) computes and folds its chunks itself (prefill)
-// Phases 0+1 and phase 2 run the same arithmetic in the same order, so a row's bits never depend
-// on n_tok or on the path. With has_probs, the last query row also writes its normalised softmax
+//   2  one workgroup per (h, TR consecutive rows) computes and folds its chunks itself (prompts;
+//      the rows share every K and V load, each with its own scores, trees and sums)
+// Phases 0+1 and phase 2 run the same arithmetic in the same order for each row, so a row's bits
+// never depend on n_tok, on the rows beside it or on the path. With has_probs, the last query row also writes its normalised softmax
 // row exp(s - M) / L, recomputed after the final M and L are known.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 #define KV_BLOCK 16u
 #define MAX_HD 256u // the host checks head_dim <= 256, head_dim % 4 == 0, WG >= 64
+#define TR 4u       // query rows of one head per workgroup in phase 2 (they share K/V loads)
 
 layout(push_constant) uniform PC {
   uint o_out, o_q, o_k, o_v, o_table, o_step, o_probs, o_part;
@@ -36,93 +38,124 @@ layout(binding = 5) readonly buffer Step { uint step[]; };
 layout(binding = 6) writeonly buffer Probs { float probs[]; };
 layout(binding = 7) buffer Part { float part[]; }; // per (head, chunk): m, l, then head_dim
 
-shared vec4 qs[MAX_HD / 4u];
-shared float sc[WG];   // exp(s - m_c) of the chunk's keys
-shared float red[WG];  // the max and sum trees
-shared uint rowof[WG]; // physical pool row of each key of the chunk
-shared vec4 pv_part[WG]; // P·V partials of the lane groups
+shared vec4 qs[TR * MAX_HD / 4u];
+shared float sc[TR * WG];   // exp(s - m_c) of the chunk's keys, per row
+shared float red[TR * WG];  // the max and sum trees, per row
+shared uint rowof[WG];      // physical pool row of each key of the chunk
+shared vec4 pv_part[TR * WG]; // P·V partials of the lane groups, per row
 
 uint phys_row(uint j) { return table[pc.o_table + j / KV_BLOCK] * KV_BLOCK + j % KV_BLOCK; }
 
-float score(uint row, uint kvoff4) {
+// the score of row r's query (qs) against the key at pool row `row`, for the nr rows in use
+void scores(uint row, uint kvoff4, uint nr, out float s[TR]) {
   const uint n4 = pc.head_dim >> 2;
   const uint ko = (pc.o_k >> 2) + row * (pc.kv_dim >> 2) + kvoff4;
-  precise float s = 0.0;
+  precise float acc[TR];
+  [[unroll]] for (uint r = 0u; r < TR; r++) acc[r] = 0.0;
   for (uint d0 = 0u; d0 < n4; d0 += 16u) {
     vec4 kk[16];
     [[unroll]] for (uint j = 0u; j < 16u; j++) kk[j] = d0 + j < n4 ? kc4[ko + d0 + j] : vec4(0.0);
-    [[unroll]] for (uint j = 0u; j < 16u; j++) {
-      if (d0 + j < n4) {
-        vec4 qv = qs[d0 + j];
-        s = fma(qv.x, kk[j].x, s);
-        s = fma(qv.y, kk[j].y, s);
-        s = fma(qv.z, kk[j].z, s);
-        s = fma(qv.w, kk[j].w, s);
+    [[unroll]] for (uint r = 0u; r < TR; r++) {
+      if (r < nr) {
+        precise float t = acc[r];
+        [[unroll]] for (uint j = 0u; j < 16u; j++) {
+          if (d0 + j < n4) {
+            vec4 qv = qs[r * (MAX_HD / 4u) + d0 + j];
+            t = fma(qv.x, kk[j].x, t);
+            t = fma(qv.y, kk[j].y, t);
+            t = fma(qv.z, kk[j].z, t);
+            t = fma(qv.w, kk[j].w, t);
+          }
+        }
+        acc[r] = t;
       }
     }
   }
-  return s / pc.sqrt_hd;
+  [[unroll]] for (uint r = 0u; r < TR; r++) s[r] = acc[r] / pc.sqrt_hd;
 }
 
-// The partial of the chunk starting at key c0 (c0 <= p): m and l for every lane, acc for the
-// lanes of group 0 (dims 4 dl .. 4 dl + 3). Every invocation must call it (barriers).
-void chunk_partial(uint c0, uint p, uint kvoff4, out float m_c, out float l_c, out vec4 acc_c) {
+// The partials of the chunk starting at key c0 for rows r < nr (row r at position p0 + r,
+// c0 <= p0): m and l for every lane, acc for the lanes of group 0 (dims 4 dl .. 4 dl + 3). Each
+// row's arithmetic is the same whatever nr (one row for decode, up to TR for prompts), so a row's
+// bits never depend on the batch. Every invocation must call it (barriers).
+void chunk_partial(uint c0, uint p0, uint nr, uint kvoff4, out float m_c[TR], out float l_c[TR],
+                   out vec4 acc_c[TR]) {
   const uint lid = gl_LocalInvocationID.x, n4 = pc.head_dim >> 2;
   const uint G = WG / n4, grp = lid / n4, dl = lid % n4, vrow = pc.kv_dim >> 2;
   const float NEG_INF = uintBitsToFloat(0xff800000u);
-  const uint j = c0 + lid;
-  float s = NEG_INF;
-  if (j <= p) {
+  const uint j = c0 + lid, plast = p0 + nr - 1u;
+  float s[TR];
+  [[unroll]] for (uint r = 0u; r < TR; r++) s[r] = NEG_INF;
+  if (j <= plast) {
     uint row = phys_row(j);
     rowof[lid] = row;
-    s = score(row, kvoff4);
+    float t[TR];
+    scores(row, kvoff4, nr, t);
+    [[unroll]] for (uint r = 0u; r < TR; r++) if (r < nr && j <= p0 + r) s[r] = t[r];
   }
-  const uint nk = min(WG, p + 1u - c0);
-  // chunk max and sum by halving trees over the WG slots (fixed pairs: lane i takes i + off)
-  red[lid] = s;
+  // per row: the chunk max and sum by halving trees over the WG slots (lane i takes i + off)
+  [[unroll]] for (uint r = 0u; r < TR; r++) red[r * WG + lid] = s[r];
   barrier();
   for (uint off = WG >> 1; off > 0u; off >>= 1) {
-    if (lid < off) red[lid] = max(red[lid], red[lid + off]);
+    if (lid < off)
+      [[unroll]] for (uint r = 0u; r < TR; r++)
+        if (r < nr) red[r * WG + lid] = max(red[r * WG + lid], red[r * WG + lid + off]);
     barrier();
   }
-  const float mc = red[0];
+  float mc[TR];
+  [[unroll]] for (uint r = 0u; r < TR; r++) mc[r] = red[r * WG];
   barrier();
-  const float e = j <= p ? exp(s - mc) : 0.0;
-  sc[lid] = e;
-  red[lid] = e;
+  [[unroll]] for (uint r = 0u; r < TR; r++) {
+    const float e = r < nr && j <= p0 + r ? exp(s[r] - mc[r]) : 0.0;
+    sc[r * WG + lid] = e;
+    red[r * WG + lid] = e;
+  }
   barrier();
   for (uint off = WG >> 1; off > 0u; off >>= 1) {
     if (lid < off) {
-      precise float t = red[lid] + red[lid + off];
-      red[lid] = t;
+      [[unroll]] for (uint r = 0u; r < TR; r++) {
+        if (r < nr) {
+          precise float t = red[r * WG + lid] + red[r * WG + lid + off];
+          red[r * WG + lid] = t;
+        }
+      }
     }
     barrier();
   }
-  const float cs = red[0];
+  [[unroll]] for (uint r = 0u; r < TR; r++) l_c[r] = red[r * WG];
+  // P·V: the lane groups take keys g, g + G, ... in order (a V row read once for all rows)
+  const uint nkmax = min(WG, plast + 1u - c0);
   if (grp < G) {
-    precise vec4 pv = vec4(0.0);
-    for (uint k0 = grp; k0 < nk; k0 += 8u * G) {
+    precise vec4 pv[TR];
+    [[unroll]] for (uint r = 0u; r < TR; r++) pv[r] = vec4(0.0);
+    for (uint k0 = grp; k0 < nkmax; k0 += 8u * G) {
       vec4 vv[8];
       [[unroll]] for (uint b = 0u; b < 8u; b++) {
         uint k = k0 + b * G;
-        vv[b] = k < nk ? vc4[(pc.o_v >> 2) + rowof[k] * vrow + kvoff4 + dl] : vec4(0.0);
+        vv[b] = k < nkmax ? vc4[(pc.o_v >> 2) + rowof[k] * vrow + kvoff4 + dl] : vec4(0.0);
       }
-      [[unroll]] for (uint b = 0u; b < 8u; b++) {
-        uint k = k0 + b * G;
-        if (k < nk) pv = fma(vec4(sc[k]), vv[b], pv);
+      [[unroll]] for (uint r = 0u; r < TR; r++) {
+        if (r < nr && c0 <= p0 + r) {
+          const uint nk = min(WG, p0 + r + 1u - c0);
+          [[unroll]] for (uint b = 0u; b < 8u; b++) {
+            uint k = k0 + b * G;
+            if (k < nk) pv[r] = fma(vec4(sc[r * WG + k]), vv[b], pv[r]);
+          }
+        }
       }
     }
-    pv_part[lid] = pv;
+    [[unroll]] for (uint r = 0u; r < TR; r++) pv_part[r * WG + lid] = pv[r];
   }
   barrier();
-  acc_c = vec4(0.0);
-  if (grp == 0u) {
-    precise vec4 sum = pv_part[dl];
-    for (uint g = 1u; g < G; g++) sum = sum + pv_part[g * n4 + dl];
-    acc_c = sum;
+  [[unroll]] for (uint r = 0u; r < TR; r++) {
+    acc_c[r] = vec4(0.0);
+    if (grp == 0u && r < nr && c0 <= p0 + r) {
+      precise vec4 sum = pv_part[r * WG + dl];
+      for (uint g = 1u; g < G; g++) sum = sum + pv_part[r * WG + g * n4 + dl];
+      acc_c[r] = sum;
+    }
   }
   m_c = mc;
-  l_c = cs;
   barrier(); // sc, rowof and pv_part are reused by the next chunk
 }
 
@@ -137,79 +170,100 @@ void fold(inout float M, inout float L, inout vec4 ACC, float m_c, float l_c, ve
   ACC = nacc;
 }
 
+// row i's query (head h) into qs slot r
+void load_q(uint r, uint i, uint h) {
+  const uint lid = gl_LocalInvocationID.x, hd = pc.head_dim, n4 = hd >> 2;
+  const uint qo = pc.o_q + i * pc.n_head * hd + h * hd;
+  for (uint d = lid; d < n4; d += WG)
+    qs[r * (MAX_HD / 4u) + d] =
+        vec4(q[qo + 4u * d], q[qo + 4u * d + 1u], q[qo + 4u * d + 2u], q[qo + 4u * d + 3u]);
+}
+
 void main() {
   const uint lid = gl_LocalInvocationID.x;
-  const uint h = gl_WorkGroupID.x, i = gl_WorkGroupID.y;
+  const uint h = gl_WorkGroupID.x;
   const uint hd = pc.head_dim, n4 = hd >> 2, dl = lid % n4;
   const bool lead = lid < n4; // lane group 0: holds the output dims
-  const uint p = step[pc.o_step] + i;
+  // phase 2: rows i0 .. i0 + nr - 1; phases 0 and 1: row gl_WorkGroupID.y (one token)
+  const uint i0 = pc.phase == 2u ? gl_WorkGroupID.y * TR : gl_WorkGroupID.y;
+  const uint nr = pc.phase == 2u ? min(TR, pc.n_tok - i0) : 1u;
+  const uint p0 = step[pc.o_step] + i0;
   const uint kvoff4 = (h / pc.group) * n4;
   const uint stride = hd + 2u; // one partial in `part`
   const uint pbase = pc.o_part + h * pc.n_chunk_max * stride;
 
-  if (pc.phase == 0u && gl_WorkGroupID.z * WG > p) return; // past the last key: nothing to do
+  if (pc.phase == 0u && gl_WorkGroupID.z * WG > p0) return; // past the last key: nothing to do
 
   const float NEG_INF = uintBitsToFloat(0xff800000u);
-  float M = NEG_INF, L = 0.0;
-  vec4 ACC = vec4(0.0);
+  float M[TR], L[TR];
+  vec4 ACC[TR];
+  [[unroll]] for (uint r = 0u; r < TR; r++) {
+    M[r] = NEG_INF;
+    L[r] = 0.0;
+    ACC[r] = vec4(0.0);
+  }
   if (pc.phase != 1u) {
-    const uint qo = pc.o_q + i * pc.n_head * hd + h * hd;
-    for (uint d = lid; d < n4; d += WG)
-      qs[d] = vec4(q[qo + 4u * d], q[qo + 4u * d + 1u], q[qo + 4u * d + 2u], q[qo + 4u * d + 3u]);
+    for (uint r = 0u; r < nr; r++) load_q(r, i0 + r, h);
     barrier();
   }
   if (pc.phase == 0u) {
     const uint c = gl_WorkGroupID.z;
-    float m_c, l_c;
-    vec4 acc_c;
-    chunk_partial(c * WG, p, kvoff4, m_c, l_c, acc_c);
+    float m_c[TR], l_c[TR];
+    vec4 acc_c[TR];
+    chunk_partial(c * WG, p0, 1u, kvoff4, m_c, l_c, acc_c);
     const uint b = pbase + c * stride;
     if (lid == 0u) {
-      part[b] = m_c;
-      part[b + 1u] = l_c;
+      part[b] = m_c[0];
+      part[b + 1u] = l_c[0];
     }
     if (lead) {
-      part[b + 2u + 4u * dl] = acc_c.x;
-      part[b + 3u + 4u * dl] = acc_c.y;
-      part[b + 4u + 4u * dl] = acc_c.z;
-      part[b + 5u + 4u * dl] = acc_c.w;
+      part[b + 2u + 4u * dl] = acc_c[0].x;
+      part[b + 3u + 4u * dl] = acc_c[0].y;
+      part[b + 4u + 4u * dl] = acc_c[0].z;
+      part[b + 5u + 4u * dl] = acc_c[0].w;
     }
     return;
   }
   if (pc.phase == 1u) {
-    for (uint c = 0u; c * WG <= p; c++) {
+    for (uint c = 0u; c * WG <= p0; c++) {
       const uint b = pbase + c * stride;
       vec4 acc_c = vec4(0.0);
       if (lead)
         acc_c = vec4(part[b + 2u + 4u * dl], part[b + 3u + 4u * dl], part[b + 4u + 4u * dl],
                       part[b + 5u + 4u * dl]);
-      fold(M, L, ACC, part[b], part[b + 1u], acc_c);
+      fold(M[0], L[0], ACC[0], part[b], part[b + 1u], acc_c);
     }
     if (pc.has_probs != 0u) { // the probs pass scores keys again: it needs q
-      const uint qo = pc.o_q + i * pc.n_head * hd + h * hd;
-      for (uint d = lid; d < n4; d += WG)
-        qs[d] = vec4(q[qo + 4u * d], q[qo + 4u * d + 1u], q[qo + 4u * d + 2u], q[qo + 4u * d + 3u]);
+      load_q(0u, i0, h);
       barrier();
     }
   } else {
-    for (uint c0 = 0u; c0 <= p; c0 += WG) {
-      float m_c, l_c;
-      vec4 acc_c;
-      chunk_partial(c0, p, kvoff4, m_c, l_c, acc_c);
-      fold(M, L, ACC, m_c, l_c, acc_c);
+    for (uint c0 = 0u; c0 <= p0 + nr - 1u; c0 += WG) {
+      float m_c[TR], l_c[TR];
+      vec4 acc_c[TR];
+      chunk_partial(c0, p0, nr, kvoff4, m_c, l_c, acc_c);
+      [[unroll]] for (uint r = 0u; r < TR; r++)
+        if (r < nr && c0 <= p0 + r) fold(M[r], L[r], ACC[r], m_c[r], l_c[r], acc_c[r]);
     }
   }
 
-  if (lead) {
-    const uint oo = pc.o_out + i * pc.n_head * hd + h * hd + 4u * dl;
-    vec4 r = ACC / L;
-    o[oo] = r.x;
-    o[oo + 1u] = r.y;
-    o[oo + 2u] = r.z;
-    o[oo + 3u] = r.w;
-  }
-  if (pc.has_probs != 0u && i == pc.n_tok - 1u) {
-    for (uint j = lid; j <= p; j += WG)
-      probs[pc.o_probs + h * pc.probs_stride + j] = exp(score(phys_row(j), kvoff4) - M) / L;
+  for (uint r = 0u; r < nr; r++) {
+    const uint i = i0 + r;
+    if (lead) {
+      const uint oo = pc.o_out + i * pc.n_head * hd + h * hd + 4u * dl;
+      vec4 res = ACC[r] / L[r];
+      o[oo] = res.x;
+      o[oo + 1u] = res.y;
+      o[oo + 2u] = res.z;
+      o[oo + 3u] = res.w;
+    }
+    if (pc.has_probs != 0u && i == pc.n_tok - 1u) {
+      const uint p = p0 + r;
+      for (uint j = lid; j <= p; j += WG) {
+        float t[TR];
+        scores(phys_row(j), kvoff4, nr, t);
+        probs[pc.o_probs + h * pc.probs_stride + j] = exp(t[r] - M[r]) / L[r];
+      }
+    }
   }
 }

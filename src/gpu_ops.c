@@ -599,6 +599,7 @@ static int bad_ref(ks_cmd *c, const char *op, ks_bref r, const char *name) {
 #define WG_MATMUL 64u
 #define WG_NORM 64u
 #define WG_ATTN 64u
+#define ATTN_TR 4u /* attention.comp's TR: query rows per workgroup of a prompt */
 #define WG_EMBED 64u
 #define WG_ROPE 64u
 #define WG_ELEM 256u
@@ -772,7 +773,7 @@ static uint32_t mm_sg(const ks_gpu *g) {
 
 /* Bumped whenever a kernel's arithmetic (an order of sums, a fusion) changes: K/V written by
  * another version would not equal what this one computes. */
-#define KS_KERNEL_NUMERICS 4u
+#define KS_KERNEL_NUMERICS 5u
 
 uint64_t gpu_numerics_id(const ks_gpu *g) {
   const uint32_t words[] = {KS_KERNEL_NUMERICS, g->info.vendor_id, g->info.device_id,
@@ -1196,9 +1197,9 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
                   bind(table, 0), bind(step, 4), has_probs ? bind(probs, 0) : bind(out, 4),
                   split ? bind(part, gpu_attention_part_bytes(n_head, head_dim, max_pos))
                         : bind(out, 4)};
-  if (!split) {
+  if (!split) { /* a workgroup per head and ATTN_TR consecutive query rows */
     dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head,
-             (uint32_t)n_tok, 1);
+             ((uint32_t)n_tok + ATTN_TR - 1) / ATTN_TR, 1);
     return;
   }
   /* one token: every chunk of its keys in its own workgroup, then one workgroup per head folds
