@@ -5,7 +5,7 @@
 //
 // Keys are taken in chunks of WG (chunk c holds keys c*WG .. c*WG + WG - 1). A chunk's partial
 // (m_c, l_c, acc_c) is computed from scratch: invocation lid scores key c*WG + lid (a dot over
-// the head in dimension order, K read as vec4 in batches of 16 so the loads overlap); m_c is the
+// the head in dimension order, K read as vec4 in batches of KB so the loads overlap); m_c is the
 // chunk's max, l_c the sum of exp(s - m_c) by a halving tree over the WG slots (fixed pairs);
 // P·V cuts the head into vec4s, one per lane of a lane group (head_dim / 4 lanes), the G groups
 // take keys g, g + G, ... in order and their partials are added in group order. The partials are then folded in chunk order:
@@ -21,7 +21,13 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 #define KV_BLOCK 16u
 #define MAX_HD 256u // the host checks head_dim <= 256, head_dim % 4 == 0, WG >= 64
-#define TR 4u       // query rows of one head per workgroup in phase 2 (they share K/V loads)
+// query rows of one head per workgroup in phase 2 (they share every K/V load): 2 for prompts, 1
+// for one token (the host's choice; each row's arithmetic is the same either way)
+layout(constant_id = 3) const uint TR = 2;
+// loads in flight before their products (the order of sums does not depend on them): K vec4s of
+// a score, V rows of a lane group
+layout(constant_id = 1) const uint KB = 16;
+layout(constant_id = 2) const uint VB = 8;
 
 layout(push_constant) uniform PC {
   uint o_out, o_q, o_k, o_v, o_table, o_step, o_probs, o_part;
@@ -52,13 +58,13 @@ void scores(uint row, uint kvoff4, uint nr, out float s[TR]) {
   const uint ko = (pc.o_k >> 2) + row * (pc.kv_dim >> 2) + kvoff4;
   precise float acc[TR];
   [[unroll]] for (uint r = 0u; r < TR; r++) acc[r] = 0.0;
-  for (uint d0 = 0u; d0 < n4; d0 += 16u) {
-    vec4 kk[16];
-    [[unroll]] for (uint j = 0u; j < 16u; j++) kk[j] = d0 + j < n4 ? kc4[ko + d0 + j] : vec4(0.0);
+  for (uint d0 = 0u; d0 < n4; d0 += KB) {
+    vec4 kk[KB];
+    [[unroll]] for (uint j = 0u; j < KB; j++) kk[j] = d0 + j < n4 ? kc4[ko + d0 + j] : vec4(0.0);
     [[unroll]] for (uint r = 0u; r < TR; r++) {
       if (r < nr) {
         precise float t = acc[r];
-        [[unroll]] for (uint j = 0u; j < 16u; j++) {
+        [[unroll]] for (uint j = 0u; j < KB; j++) {
           if (d0 + j < n4) {
             vec4 qv = qs[r * (MAX_HD / 4u) + d0 + j];
             t = fma(qv.x, kk[j].x, t);
@@ -71,7 +77,10 @@ void scores(uint row, uint kvoff4, uint nr, out float s[TR]) {
       }
     }
   }
-  [[unroll]] for (uint r = 0u; r < TR; r++) s[r] = acc[r] / pc.sqrt_hd;
+  [[unroll]] for (uint r = 0u; r < TR; r++) {
+    precise float t = acc[r] / pc.sqrt_hd; // precise: never fused into what follows
+    s[r] = t;
+  }
 }
 
 // The partials of the chunk starting at key c0 for rows r < nr (row r at position p0 + r,
@@ -106,7 +115,8 @@ void chunk_partial(uint c0, uint p0, uint nr, uint kvoff4, out float m_c[TR], ou
   [[unroll]] for (uint r = 0u; r < TR; r++) mc[r] = red[r * WG];
   barrier();
   [[unroll]] for (uint r = 0u; r < TR; r++) {
-    const float e = r < nr && j <= p0 + r ? exp(s[r] - mc[r]) : 0.0;
+    precise float d = s[r] - mc[r];
+    const float e = r < nr && j <= p0 + r ? exp(d) : 0.0;
     sc[r * WG + lid] = e;
     red[r * WG + lid] = e;
   }
@@ -128,16 +138,16 @@ void chunk_partial(uint c0, uint p0, uint nr, uint kvoff4, out float m_c[TR], ou
   if (grp < G) {
     precise vec4 pv[TR];
     [[unroll]] for (uint r = 0u; r < TR; r++) pv[r] = vec4(0.0);
-    for (uint k0 = grp; k0 < nkmax; k0 += 8u * G) {
-      vec4 vv[8];
-      [[unroll]] for (uint b = 0u; b < 8u; b++) {
+    for (uint k0 = grp; k0 < nkmax; k0 += VB * G) {
+      vec4 vv[VB];
+      [[unroll]] for (uint b = 0u; b < VB; b++) {
         uint k = k0 + b * G;
         vv[b] = k < nkmax ? vc4[(pc.o_v >> 2) + rowof[k] * vrow + kvoff4 + dl] : vec4(0.0);
       }
       [[unroll]] for (uint r = 0u; r < TR; r++) {
         if (r < nr && c0 <= p0 + r) {
           const uint nk = min(WG, p0 + r + 1u - c0);
-          [[unroll]] for (uint b = 0u; b < 8u; b++) {
+          [[unroll]] for (uint b = 0u; b < VB; b++) {
             uint k = k0 + b * G;
             if (k < nk) pv[r] = fma(vec4(sc[r * WG + k]), vv[b], pv[r]);
           }
@@ -155,14 +165,15 @@ void chunk_partial(uint c0, uint p0, uint nr, uint kvoff4, out float m_c[TR], ou
       acc_c[r] = sum;
     }
   }
-  m_c = mc;
+  [[unroll]] for (uint r = 0u; r < TR; r++) m_c[r] = mc[r];
   barrier(); // sc, rowof and pv_part are reused by the next chunk
 }
 
 // (M, L, ACC) <- the fold of one more chunk partial
 void fold(inout float M, inout float L, inout vec4 ACC, float m_c, float l_c, vec4 acc_c) {
   float mn = max(M, m_c);
-  float a = exp(M - mn), b = exp(m_c - mn);
+  precise float da = M - mn, db = m_c - mn;
+  float a = exp(da), b = exp(db);
   precise float nl = L * a + l_c * b;
   precise vec4 nacc = ACC * a + acc_c * b;
   M = mn;
@@ -262,7 +273,8 @@ void main() {
       for (uint j = lid; j <= p; j += WG) {
         float t[TR];
         scores(phys_row(j), kvoff4, nr, t);
-        probs[pc.o_probs + h * pc.probs_stride + j] = exp(t[r] - M[r]) / L[r];
+        precise float d = t[r] - M[r];
+        probs[pc.o_probs + h * pc.probs_stride + j] = exp(d) / L[r];
       }
     }
   }

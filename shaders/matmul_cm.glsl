@@ -341,7 +341,7 @@ void main() {
     }
     barrier();
     k0 = k1;
-    if (k0 == se) { // a slice ends: add it to the slices before, in order
+    if (S > 1u && k0 == se) { // a slice ends: add it to the slices before, in order
       const bool first = k0 == SL;
       [[unroll]] for (uint i = 0u; i < MT * TN; i++) {
         if (first)
@@ -354,6 +354,8 @@ void main() {
     kc = kc1;
   }
   #undef FETCH
+  // one slice: the chain itself is the result (no running total is kept through the loop)
+  if (S == 1u) [[unroll]] for (uint i = 0u; i < MT * TN; i++) total[i] = acc[i];
   for (uint n = 0u; n < TN; n++) {
     [[unroll]] for (uint m = 0u; m < MT; m++)
       coopMatStoreNV(total[m * TN + n], As, ab * AST4 + 32u * m, 2u, false);

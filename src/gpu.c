@@ -557,8 +557,10 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
     if (g->info.coopmat) g->coopmat_mode = mode;
   }
   g->info.coopmat = g->coopmat_mode != 0;
-  /* keys per attention chunk (attention.comp's workgroup size): part of the numerics */
-  g->attn_wg = 128;
+  /* keys per attention chunk (attention.comp's workgroup size): part of the numerics. A GPU
+   * takes 128 (more lanes in flight per chunk); a CPU implementation such as lavapipe, whose
+   * lanes run in turn, 64 (a decode step's chunk then holds fewer idle lanes) */
+  g->attn_wg = g->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 128;
   const char *aw_env = getenv("KVSCOPE_ATTN_WG");
   if (aw_env && *aw_env) {
     if (strcmp(aw_env, "64") && strcmp(aw_env, "128") && strcmp(aw_env, "256")) {

@@ -71,7 +71,7 @@ struct ks_gpu {
   uint64_t slice_limit; /* weight slices: min(maxStorageBufferRange, $KVSCOPE_MAX_BUFFER_RANGE) */
   int no_subgroup;      /* KVSCOPE_NO_SUBGROUP=1: matrix kernels sum through shared memory */
   int coopmat_mode;     /* gpu_coopmat_mode */
-  int attn_wg;          /* keys per attention chunk: 128 (default), 64 or 256 (KVSCOPE_ATTN_WG) */
+  int attn_wg;          /* keys per attention chunk: 128 (GPUs) or 64 (CPUs); KVSCOPE_ATTN_WG */
   int mm_rdec;          /* KVSCOPE_MM_RDEC=2|4: decode rows per lane group (0: by weight type) */
   /* KVSCOPE_PIPELINE_STATS=1 on a device with VK_KHR_pipeline_executable_properties: every new
    * pipeline's compiler statistics (registers, spills, ...) go to stderr */

@@ -599,7 +599,7 @@ static int bad_ref(ks_cmd *c, const char *op, ks_bref r, const char *name) {
 #define WG_MATMUL 64u
 #define WG_NORM 64u
 #define WG_ATTN 64u
-#define ATTN_TR 4u /* attention.comp's TR: query rows per workgroup of a prompt */
+#define ATTN_TR 2u /* attention.comp's TR: query rows per workgroup of a prompt (default) */
 #define WG_EMBED 64u
 #define WG_ROPE 64u
 #define WG_ELEM 256u
@@ -789,12 +789,12 @@ int gpu_matmul_subgroup(const ks_gpu *g) {
   return g->info.subgroup_shuffle && !g->no_subgroup;
 }
 
-/* matmul_cm.glsl: its prefill tile (KS_CM_TN 8-token tiles, 4 subgroups of 32 weight rows) and
- * its decode workgroup (S subgroups of 16 rows); a product takes the cooperative-matrix kernels
- * when the device has them and K is a multiple of 32, for every n_tok alike (a choice made from
- * K alone, so decode and prefill stay bit-identical). */
+/* matmul_cm.glsl: its prefill tile (KS_CM_TN 8-token tiles, KS_CM_NSG subgroups of 32 weight
+ * rows: every weight tile staged in shared memory serves 64 tokens) and its decode workgroup (S
+ * subgroups of 16 rows); which products take them: gpu_matmul_coopmat and the policy
+ * (gpu_coopmat_mode). */
 #ifndef KS_CM_TN
-#define KS_CM_TN 4 /* CMake passes KVSCOPE_CM_TN */
+#define KS_CM_TN 8 /* CMake passes KVSCOPE_CM_TN */
 #endif
 #ifndef KS_CM_NSG
 #define KS_CM_NSG 8 /* CMake passes KVSCOPE_CM_NSG */
@@ -1189,7 +1189,14 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
       .n_chunk_max = split ? n_chunk : 0,
   };
   _Static_assert(WG_ATTN >= 64, "attention.comp: a 256-wide head needs 64 lanes of vec4");
-  uint32_t spec[1] = {awg};
+  /* tuning: KVSCOPE_ATTN_KB / KVSCOPE_ATTN_VB, the K and V loads in flight, KVSCOPE_ATTN_TR the
+   * query rows a prompt's workgroup takes (none changes a bit) */
+  const char *kb = getenv("KVSCOPE_ATTN_KB"), *vb = getenv("KVSCOPE_ATTN_VB");
+  const char *trs = getenv("KVSCOPE_ATTN_TR");
+  const uint32_t tr = n_tok == 1 ? 1u : trs && atoi(trs) >= 1 && atoi(trs) <= 8 ? (uint32_t)atoi(trs)
+                                                                                : ATTN_TR;
+  uint32_t spec[4] = {awg, kb && atoi(kb) >= 1 && atoi(kb) <= 64 ? (uint32_t)atoi(kb) : 16u,
+                      vb && atoi(vb) >= 1 && atoi(vb) <= 64 ? (uint32_t)atoi(vb) : 8u, tr};
   /* Without probs, binding 6 is the output again: the shader never touches it; the same for
    * binding 7 without a split. The probs region's extent depends on the position (read on the
    * GPU), so it is bound to the end. */
@@ -1198,17 +1205,17 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
                   split ? bind(part, gpu_attention_part_bytes(n_head, head_dim, max_pos))
                         : bind(out, 4)};
   if (!split) { /* a workgroup per head and ATTN_TR consecutive query rows */
-    dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head,
-             ((uint32_t)n_tok + ATTN_TR - 1) / ATTN_TR, 1);
+    dispatch(c, op, "attention", spec, 4, b, 8, &pc, sizeof pc, (uint32_t)n_head,
+             ((uint32_t)n_tok + tr - 1) / tr, 1);
     return;
   }
   /* one token: every chunk of its keys in its own workgroup, then one workgroup per head folds
    * them (the chunks past the position return at once) */
   pc.phase = 0;
-  dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head, 1, n_chunk);
+  dispatch(c, op, "attention", spec, 4, b, 8, &pc, sizeof pc, (uint32_t)n_head, 1, n_chunk);
   gpu_cmd_barrier(c);
   pc.phase = 1;
-  dispatch(c, op, "attention", spec, 1, b, 8, &pc, sizeof pc, (uint32_t)n_head, 1, 1);
+  dispatch(c, op, "attention", spec, 4, b, 8, &pc, sizeof pc, (uint32_t)n_head, 1, 1);
 }
 
 void op_swiglu(ks_cmd *c, ks_bref out, ks_bref gate, ks_bref up, int n) {
