@@ -178,7 +178,7 @@ ks_status forward_create(ks_forward **out, ks_gpu *gpu, const ks_model *m, int n
   f->n_blocks = n_blocks ? n_blocks : (n_ctx + KS_KV_BLOCK - 1) / KS_KV_BLOCK;
   f->watch_layer = -1;
   f->decode_watch_layer = -1;
-  /* Decode splits attention over the context (a workgroup per 64-key chunk, then a fold: one
+  /* Decode splits attention over the context (a workgroup per key chunk, then a fold: one
    * more dispatch a layer) from this position on; below it one workgroup per head walks the
    * keys. Both give the same bits. KVSCOPE_ATTN_SPLIT_FROM=N moves the switch (0: always). */
   f->split_from = 192;

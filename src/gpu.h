@@ -248,8 +248,9 @@ void op_attention(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vca
                   ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
                   int head_dim, ks_bref probs, int probs_stride);
 /* op_attention, and with part.b != NULL and one token, split over the context: one workgroup
- * per 64-key chunk writes a partial into part (gpu_attention_part_bytes for positions up to
- * max_pos), then one per head folds them; the same bits as the unsplit kernel. */
+ * per chunk of keys (64 or 128 keys, gpu.c) writes a partial into part
+ * (gpu_attention_part_bytes for positions up to max_pos), then one per head folds them; the
+ * same bits as the unsplit kernel. */
 void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref vcache,
                      ks_bref table, ks_bref step, int n_tok, int n_head, int n_kv_head,
                      int head_dim, ks_bref probs, int probs_stride, ks_bref part, int max_pos);

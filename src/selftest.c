@@ -1114,7 +1114,7 @@ static void attention_case(ctx *x, const att_case *a) {
                      KS_MEM_DEVICE, NULL) &&
              gpu_cmd_begin(c1) == KS_OK;
     int st1 = 0;
-    if (ok) { /* each 64-key chunk in its own workgroup, then the fold: decode's path */
+    if (ok) { /* each key chunk in its own workgroup, then the fold: decode's path */
       op_attention_ex(c1, at(&ro1, 0), at(&rq1, 0), at(&rk, 0), at(&rv, 0), at(&rt, 0),
                       at(&rs1, 0), 1, a->n_head, a->n_kv, a->head_dim, at(&rp1, 0), stride,
                       at(&rpart, 0), stride);
@@ -1159,7 +1159,7 @@ static void check_attention(ctx *x) {
   static const att_case cases[] = {
       {"tiny", 1, 1, 8, 0, 1, 0},
       {"GQA", 8, 4, 32, 50, 5, 0},          /* the default model's heads */
-      {"long context", 2, 1, 128, 300, 1, 0}, /* decode over several 64-key chunks */
+      {"long context", 2, 1, 128, 300, 1, 0}, /* decode over several key chunks */
       {"head_dim 256", 4, 2, 256, 20, 7, 0},
       {"odd", 6, 6, 72, 100, 37, 1},        /* and batch invariance */
   };

@@ -36,6 +36,17 @@ else
 fi
 grep -Eq "prompt 5 tokens.*prefill [0-9.]+ tok/s.*decode [0-9.]+ tok/s.*first token" "$TMP/text.err" && ok "stats on stderr" || { bad "stats line"; cat "$TMP/text.err"; }
 
+# KVSCOPE_PIPELINE_STATS=1: the driver's pipeline statistics on stderr where it has them, else a
+# note saying so; the answer is the same
+KVSCOPE_PIPELINE_STATS=1 $K run -m "$M" -z "$Z" -p "Once upon a time" -n 196 --temp 0 --json >"$TMP/ps.json" 2>"$TMP/ps.err"
+rc=$?
+got=$(sed -n 's/.*"token_ids":\[\([0-9,]*\)\].*/\1/p' "$TMP/ps.json")
+if [ $rc = 0 ] && [ "$got" = "$exp" ] && grep -Eq "^pipeline matmul_|no VK_KHR_pipeline_executable_properties; no statistics" "$TMP/ps.err"; then
+  ok "KVSCOPE_PIPELINE_STATS=1: $(grep -c '^pipeline ' "$TMP/ps.err") pipelines reported, same tokens"
+else
+  bad "KVSCOPE_PIPELINE_STATS=1 (rc $rc)"; head -5 "$TMP/ps.err"
+fi
+
 # -n counts generated tokens
 $K run -m "$M" -z "$Z" -p "Once upon a time" -n 7 --temp 0 --json >"$TMP/n7.json" 2>/dev/null
 grep -q '"generated_tokens":7' "$TMP/n7.json" && ok "-n 7 generates 7 tokens" || bad "-n 7: $(cat "$TMP/n7.json")"

@@ -675,6 +675,38 @@ static void test_matmul_fused(ks_gpu *g, ks_cmd *c, ks_gpu *g_nosg, ks_cmd *c_no
   hw_free(&a);
   hw_free(&b);
   hw_free(&c2);
+  /* Q8_0 / Q4_0 on the device (gpu.h): quant bytes of block i = row * nb + b at i * qb, its
+   * scale at rows * nb * qb + 2 i; stacked parts as one tensor of all their rows */
+  const ks_type split_types[] = {KS_TYPE_Q8_0, KS_TYPE_Q4_0};
+  for (size_t ti = 0; ti < KS_ARRAY_LEN(split_types); ti++) {
+    const ks_type ty = split_types[ti];
+    hw p0, p1;
+    hw_make(&p0, ty, 96, 5);
+    hw_make(&p1, ty, 96, 2);
+    const ks_tensor *sp[2] = {&p0.t, &p1.t};
+    REQUIRE(gpu_tensor_upload_concat(g, &st, sp, 2) == KS_OK);
+    const size_t srb = ks_type_row_bytes(ty, 96), bb = ks_type_block_bytes(ty), qb = bb - 2;
+    const size_t nb = 3, rows = 7;
+    unsigned char *dev = malloc(rows * srb), *host = malloc(rows * srb);
+    REQUIRE(dev && host);
+    memcpy(host, p0.data, 5 * srb);
+    memcpy(host + 5 * srb, p1.data, 2 * srb);
+    REQUIRE(gpu_download(g, &st.slices[0], 0, dev, rows * srb) == KS_OK);
+    int bad = 0;
+    for (size_t i = 0; i < rows * nb; i++) {
+      bad += memcmp(dev + i * qb, host + i * bb + 2, qb) != 0;
+      bad += memcmp(dev + rows * nb * qb + 2 * i, host + i * bb, 2) != 0;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%s device layout: quant bytes, then scales", ks_type_name(ty));
+    printf("  %-58s %s\n", what, bad ? "WRONG" : "ok");
+    CHECK_MSG(bad == 0, "%s: %d blocks out of place", what, bad);
+    free(dev);
+    free(host);
+    gpu_tensor_free(g, &st);
+    hw_free(&p0);
+    hw_free(&p1);
+  }
 }
 
 /* op_matmul_ex's q|k|v epilogue (ks_rope_opts): RMSNorm in, the stacked product, RoPE of q and
