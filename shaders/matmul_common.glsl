@@ -140,9 +140,10 @@ void load_w(uint row, uint u, out vec4 w0, out vec4 w1) {
 #elif WTYPE == 6 || WTYPE == 7
   q5_unit(row * pc.row_bytes, u, WTYPE == 7, w0, w1);
 #else
-  uint base, qo;
-  q_unit_at(row, u, base, qo);
-  q_unit(ld_half(base), uvec2(wu[qo >> 2], wu[(qo >> 2) + 1u]), u, w0, w1);
+  float d; // the integer values times the scale: the same products as q_unit(d, ...)
+  load_wq(row, u, w0, w1, d);
+  w0 *= d;
+  w1 *= d;
 #endif
 }
 

@@ -4,8 +4,6 @@
 // nibble of byte j, element j + 16 its high nibble; value (q - 8) * d); on the device their
 // scales and quant bytes lie apart, aligned (gpu.h). The including shader declares `wu`.
 #define QK 32u
-#define Q8_0_BYTES 34u
-#define Q4_0_BYTES 18u
 
 // f16 at an even byte offset
 float ld_half(uint byteoff) {

@@ -1193,8 +1193,9 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
    * query rows a prompt's workgroup takes (none changes a bit) */
   const char *kb = getenv("KVSCOPE_ATTN_KB"), *vb = getenv("KVSCOPE_ATTN_VB");
   const char *trs = getenv("KVSCOPE_ATTN_TR");
-  const uint32_t tr = n_tok == 1 ? 1u : trs && atoi(trs) >= 1 && atoi(trs) <= 8 ? (uint32_t)atoi(trs)
-                                                                                : ATTN_TR;
+  uint32_t tr = n_tok == 1 ? 1u : trs && atoi(trs) >= 1 && atoi(trs) <= 8 ? (uint32_t)atoi(trs)
+                                                                          : ATTN_TR;
+  if (tr * awg > 1024) tr = 1024 / awg; /* shared memory: TR x WG partials of 16 bytes, <= 16 KiB */
   uint32_t spec[4] = {awg, kb && atoi(kb) >= 1 && atoi(kb) <= 64 ? (uint32_t)atoi(kb) : 16u,
                       vb && atoi(vb) >= 1 && atoi(vb) <= 64 ? (uint32_t)atoi(vb) : 8u, tr};
   /* Without probs, binding 6 is the output again: the shader never touches it; the same for
