@@ -8,26 +8,28 @@
 // the head in dimension order, K read as vec4 in batches of KB so the loads overlap); m_c is the
 // chunk's max, l_c the sum of exp(s - m_c) by a halving tree over the WG slots (fixed pairs);
 // P·V cuts the head into vec4s, one per lane of a lane group (head_dim / 4 lanes), the G groups
-// take keys g, g + G, ... in order and their partials are added in group order. The partials are then folded in chunk order:
-// M' = max(M, m_c), L' = L e^(M - M') + l_c e^(m_c - M'), likewise the output. Three phases:
+// take keys g, g + G, ... in order and their partials are added in group order. The partials
+// are then folded in chunk order: M' = max(M, m_c), L' = L e^(M - M') + l_c e^(m_c - M'),
+// likewise the output. Three phases:
 //   0  decode, split over the context: workgroup (h, 0, c) writes chunk c's partial to `part`
 //   1  decode: workgroup (h) folds the partials of the chunks up to p and writes the output
 //   2  one workgroup per (h, TR consecutive rows) computes and folds its chunks itself (prompts;
 //      the rows share every K and V load, each with its own scores, trees and sums)
 // Phases 0+1 and phase 2 run the same arithmetic in the same order for each row, so a row's bits
-// never depend on n_tok, on the rows beside it or on the path. With has_probs, the last query row also writes its normalised softmax
-// row exp(s - M) / L, recomputed after the final M and L are known.
+// never depend on n_tok, on the rows beside it or on the path. With has_probs, the last query
+// row also writes its normalised softmax row exp(s - M) / L, recomputed after the final M and L
+// are known.
 layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 64;
 #define KV_BLOCK 16u
 #define MAX_HD 256u // the host checks head_dim <= 256, head_dim % 4 == 0, WG >= 64
-// query rows of one head per workgroup in phase 2 (they share every K/V load): 2 for prompts, 1
-// for one token (the host's choice; each row's arithmetic is the same either way)
-layout(constant_id = 3) const uint TR = 2;
 // loads in flight before their products (the order of sums does not depend on them): K vec4s of
 // a score, V rows of a lane group
 layout(constant_id = 1) const uint KB = 16;
 layout(constant_id = 2) const uint VB = 8;
+// query rows of one head per workgroup in phase 2 (they share every K/V load): 2 for prompts, 1
+// for one token (the host's choice; each row's arithmetic is the same either way)
+layout(constant_id = 3) const uint TR = 2;
 
 layout(push_constant) uniform PC {
   uint o_out, o_q, o_k, o_v, o_table, o_step, o_probs, o_part;
