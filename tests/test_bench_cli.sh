@@ -48,7 +48,9 @@ awk -v a="$dw" -v b="$wb" 'BEGIN { exit !(a > b && a < b * 1.01) }' && ok "decod
 if grep -q '"kernels_measured":true' "$J"; then
   positive "$(num profile_decode_gpu_us "$J")" && positive "$(num profile_prefill_gpu_ms "$J")" && ok "profile totals positive" || bad "profile totals"
   for op in matmul_qkv attention matmul_o matmul_gate_up matmul_down matmul_output; do
-    grep -qE "\{\"op\":\"$op\",\"decode_dispatches\":[1-9][0-9]*,\"decode_us\":[0-9]*\.[0-9]*[1-9]" "$J" && ok "kernel $op timed" || bad "kernel $op missing or zero: $(grep -o "\"op\":\"$op\"[^}]*" "$J")"
+    # (a whole number of microseconds prints as 2286.000: compare the value, not its digits)
+    us=$(grep -oE "\{\"op\":\"$op\",\"decode_dispatches\":[1-9][0-9]*,\"decode_us\":[0-9.]+" "$J" | sed 's/.*"decode_us"://')
+    positive "$us" && ok "kernel $op timed" || bad "kernel $op missing or zero: $(grep -o "\"op\":\"$op\"[^}]*" "$J")"
   done
 else
   grep -q '"timestamps":false' "$J" && ok "no timestamps on this device: kernel table left out" || bad "kernels not measured although the device has timestamps"
