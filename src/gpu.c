@@ -503,6 +503,13 @@ static ks_status choose_index(VkPhysicalDevice *pd, uint32_t n, int want, int *o
   return KS_OK;
 }
 
+/* a tuning variable's value in [lo, hi], else (unset or out of range) def */
+static int env_int(const char *name, int lo, int hi, int def) {
+  const char *v = getenv(name);
+  int x = v && *v ? atoi(v) : def;
+  return x >= lo && x <= hi ? x : def;
+}
+
 ks_status gpu_create(ks_gpu **out, int device_index) {
   *out = NULL;
   ks_gpu *g = calloc(1, sizeof *g);
@@ -569,6 +576,9 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
     }
     g->attn_wg = atoi(aw_env);
   }
+  g->attn_kb = env_int("KVSCOPE_ATTN_KB", 1, 64, 16);
+  g->attn_vb = env_int("KVSCOPE_ATTN_VB", 1, 64, 8);
+  g->attn_tr = env_int("KVSCOPE_ATTN_TR", 1, 8, 2);
   const char *rd_env = getenv("KVSCOPE_MM_RDEC");
   g->mm_rdec = 0; /* by weight type (gpu_ops.c) */
   if (rd_env && *rd_env) {

@@ -73,6 +73,9 @@ struct ks_gpu {
   int coopmat_mode;     /* gpu_coopmat_mode */
   int attn_wg;          /* keys per attention chunk: 128 (GPUs) or 64 (CPUs); KVSCOPE_ATTN_WG */
   int mm_rdec;          /* KVSCOPE_MM_RDEC=2|4: decode rows per lane group (0: by weight type) */
+  /* attention.comp's tuning (none changes a bit): K vec4s and V rows in flight (KVSCOPE_ATTN_KB,
+   * _VB; 16, 8), query rows a prompt's workgroup takes (KVSCOPE_ATTN_TR, 1-8; 2) */
+  int attn_kb, attn_vb, attn_tr;
   /* KVSCOPE_PIPELINE_STATS=1 on a device with VK_KHR_pipeline_executable_properties: every new
    * pipeline's compiler statistics (registers, spills, ...) go to stderr */
   PFN_vkGetPipelineExecutablePropertiesKHR pexec_props;

@@ -599,7 +599,6 @@ static int bad_ref(ks_cmd *c, const char *op, ks_bref r, const char *name) {
 #define WG_MATMUL 64u
 #define WG_NORM 64u
 #define WG_ATTN 64u
-#define ATTN_TR 2u /* attention.comp's TR: query rows per workgroup of a prompt (default) */
 #define WG_EMBED 64u
 #define WG_ROPE 64u
 #define WG_ELEM 256u
@@ -1189,15 +1188,10 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
       .n_chunk_max = split ? n_chunk : 0,
   };
   _Static_assert(WG_ATTN >= 64, "attention.comp: a 256-wide head needs 64 lanes of vec4");
-  /* tuning: KVSCOPE_ATTN_KB / KVSCOPE_ATTN_VB, the K and V loads in flight, KVSCOPE_ATTN_TR the
-   * query rows a prompt's workgroup takes (none changes a bit) */
-  const char *kb = getenv("KVSCOPE_ATTN_KB"), *vb = getenv("KVSCOPE_ATTN_VB");
-  const char *trs = getenv("KVSCOPE_ATTN_TR");
-  uint32_t tr = n_tok == 1 ? 1u : trs && atoi(trs) >= 1 && atoi(trs) <= 8 ? (uint32_t)atoi(trs)
-                                                                          : ATTN_TR;
-  if (tr * awg > 1024) tr = 1024 / awg; /* shared memory: TR x WG partials of 16 bytes, <= 16 KiB */
-  uint32_t spec[4] = {awg, kb && atoi(kb) >= 1 && atoi(kb) <= 64 ? (uint32_t)atoi(kb) : 16u,
-                      vb && atoi(vb) >= 1 && atoi(vb) <= 64 ? (uint32_t)atoi(vb) : 8u, tr};
+  /* prompts: attn_tr query rows a workgroup (at most 16 KiB of TR x WG 16-byte partials) */
+  uint32_t tr = n_tok == 1 ? 1u : (uint32_t)c->g->attn_tr;
+  if (tr * awg > 1024) tr = 1024 / awg;
+  uint32_t spec[4] = {awg, (uint32_t)c->g->attn_kb, (uint32_t)c->g->attn_vb, tr};
   /* Without probs, binding 6 is the output again: the shader never touches it; the same for
    * binding 7 without a split. The probs region's extent depends on the position (read on the
    * GPU), so it is bound to the end. */
@@ -1205,7 +1199,7 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
                   bind(table, 0), bind(step, 4), has_probs ? bind(probs, 0) : bind(out, 4),
                   split ? bind(part, gpu_attention_part_bytes(n_head, head_dim, max_pos))
                         : bind(out, 4)};
-  if (!split) { /* a workgroup per head and ATTN_TR consecutive query rows */
+  if (!split) { /* a workgroup per head and tr consecutive query rows */
     dispatch(c, op, "attention", spec, 4, b, 8, &pc, sizeof pc, (uint32_t)n_head,
              ((uint32_t)n_tok + tr - 1) / tr, 1);
     return;
