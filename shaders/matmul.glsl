@@ -15,7 +15,9 @@
 // added in subgroup order. Every operation is `precise` (no contraction, no reassociation), so an
 // output's bits depend only on K, SG and SPLIT (the host picks SPLIT from K alone), never on R,
 // TT, U, NGR, the tile or n_tok: the decode pipeline (TT = 1) and the prefill one (TT = 8) give a
-// row the same bits, which the prompt cache's bit-for-bit reuse needs.
+// row the same bits, which the prompt cache's bit-for-bit reuse needs. (Under the `prefill`
+// policy, where prompts take matmul_cm.glsl and decode steps are never cached, the host picks a
+// decode step's SPLIT from the number of rows instead.)
 //
 // Fusions, chosen by pc.flags:
 //   NORM_IN     the input row is RMS-normalised on the fly: the same pass sums x[k]^2 (same lane
@@ -43,12 +45,13 @@ layout(constant_id = 1) const uint SG = 32;  // lanes that split one row; power 
 layout(constant_id = 2) const uint SPLIT = 1; // subgroups of SG lanes that share one row
 // R weight rows per lane group (even, for SWIGLU), TT tokens per tile, U units a lane loads
 // before it sums them (in order). Fixed when the pipeline is built (compiled in, or for decode's
-// R a specialisation constant: the host takes 4 for Q8_0 / Q4_0, 2 otherwise), so the arrays
-// they size stay in registers: the decode build (one token) and the prefill build differ only
-// here.
+// R and U specialisation constants: the host takes R = 4 for Q8_0 / Q4_0, 2 otherwise, and U =
+// 1), so the arrays they size stay in registers: the decode build (one token) and the prefill
+// build differ only here.
 #if KS_DECODE
 layout(constant_id = 3) const uint RDEC = 2u; // decode: weight rows per lane group (even)
-const uint R = RDEC, TT = 1u, U = KS_DECODE_U;
+layout(constant_id = 4) const uint UDEC = 1u; // decode: units a lane loads before summing them
+const uint R = RDEC, TT = 1u, U = UDEC;
 #else
 const uint R = KS_PREFILL_R, TT = KS_PREFILL_TT, U = 1u;
 #endif

@@ -47,10 +47,16 @@ const uint TN = 1u;       // one 8-token tile (token 0 real)
 // the whole input row, f16, then 128 zero halves the B tiles read past it (host: K <= KS_CM_KMAX)
 shared uvec4 Xs[KS_CM_KMAX / 8u + 16u];
 shared float scd;
+#elif WTYPE == 8 || WTYPE == 2 // Q8_0 / Q4_0: their own tile (the host mirrors it, cm_tile)
+const uint KC = KS_CM_KC_Q;
+const uint NSG = KS_CM_NSG_Q;
+const uint TN = KS_CM_TN_Q;
 #else
-const uint KC = 64u;
+const uint KC = KS_CM_KC;   // k per staged chunk
 const uint NSG = KS_CM_NSG; // subgroups: different rows, the same tokens, all slices each
-const uint TN = KS_CM_TN;
+const uint TN = KS_CM_TN;   // 8-token tiles
+#endif
+#if !KS_DECODE
 const uint XST4 = KC / 8u + 1u;
 shared uvec4 Xs[TN * 8u * XST4];
 // the input as cm_xprep.comp wrote it (normalised, f16), bound where x is

@@ -588,6 +588,9 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
     }
     g->mm_rdec = atoi(rd_env);
   }
+  g->mm_udec = env_int("KVSCOPE_MM_U", 1, 4, 0);
+  g->mm_split_dec = env_int("KVSCOPE_MM_SPLIT_DEC", 1, 8, 0);
+  if (g->mm_split_dec & (g->mm_split_dec - 1)) g->mm_split_dec = 0; /* powers of two only */
   VkPhysicalDeviceCooperativeMatrixFeaturesNV cmf = {
       .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
       .cooperativeMatrix = VK_TRUE,

@@ -73,6 +73,8 @@ struct ks_gpu {
   int coopmat_mode;     /* gpu_coopmat_mode */
   int attn_wg;          /* keys per attention chunk: 128 (GPUs) or 64 (CPUs); KVSCOPE_ATTN_WG */
   int mm_rdec;          /* KVSCOPE_MM_RDEC=2|4: decode rows per lane group (0: by weight type) */
+  int mm_udec;          /* KVSCOPE_MM_U=1..4: decode units loaded ahead per lane (0: default) */
+  int mm_split_dec;     /* KVSCOPE_MM_SPLIT_DEC=1|2|4|8: subgroups per row of decode steps in mode 3 */
   /* attention.comp's tuning (none changes a bit): K vec4s and V rows in flight (KVSCOPE_ATTN_KB,
    * _VB; 16, 8), query rows a prompt's workgroup takes (KVSCOPE_ATTN_TR, 1-8; 2) */
   int attn_kb, attn_vb, attn_tr;

@@ -789,7 +789,8 @@ int gpu_matmul_subgroup(const ks_gpu *g) {
 }
 
 /* matmul_cm.glsl: its prefill tile (KS_CM_TN 8-token tiles, KS_CM_NSG subgroups of 32 weight
- * rows: every weight tile staged in shared memory serves 64 tokens) and its decode workgroup (S
+ * rows: every weight tile staged in shared memory serves 64 tokens; Q8_0 / Q4_0 their own,
+ * KS_CM_TN_Q and KS_CM_NSG_Q) and its decode workgroup (S
  * subgroups of 16 rows); which products take them: gpu_matmul_coopmat and the policy
  * (gpu_coopmat_mode). */
 #ifndef KS_CM_TN
@@ -798,6 +799,19 @@ int gpu_matmul_subgroup(const ks_gpu *g) {
 #ifndef KS_CM_NSG
 #define KS_CM_NSG 8 /* CMake passes KVSCOPE_CM_NSG */
 #endif
+#ifndef KS_CM_TN_Q
+#define KS_CM_TN_Q 8 /* CMake passes KVSCOPE_CM_TN_Q: Q8_0 / Q4_0 weights' own tile */
+#endif
+#ifndef KS_CM_NSG_Q
+#define KS_CM_NSG_Q 4 /* CMake passes KVSCOPE_CM_NSG_Q */
+#endif
+/* the prefill tile compiled into matmul_cm.glsl for weights of type t */
+static void cm_tile(ks_type t, uint32_t *nsg, uint32_t *tn) {
+  const int q = t == KS_TYPE_Q8_0 || t == KS_TYPE_Q4_0;
+  *nsg = q ? KS_CM_NSG_Q : KS_CM_NSG;
+  *tn = q ? KS_CM_TN_Q : KS_CM_TN;
+}
+
 int gpu_coopmat_mode(const ks_gpu *g) { return g->coopmat_mode; }
 
 int gpu_matmul_coopmat(const ks_gpu *g, ks_type t, int64_t K) {
@@ -918,26 +932,39 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
   const uint32_t R = decode ? rdec : MM_R_PREFILL, TT = decode ? 1 : MM_TT_PREFILL;
   /* SPLIT subgroups share a row when rows are long (more lanes in flight per row): a function
    * of K alone, so decode and prefill sum a row the same way */
-  const uint32_t split = K >= 4096 ? 4 : K >= 2048 ? 2 : 1;
+  uint32_t split = K >= 4096 ? 4 : K >= 2048 ? 2 : 1;
+  /* Decode steps no prompt has to match (gpu_coopmat_mode 3: prompts take the matrix units) split
+   * by the rows instead (on the H200 the small products gain 5-8% a step: bench/README.md),
+   * each lane with at least 2 units; KVSCOPE_MM_SPLIT_DEC=1|2|4|8 overrides it there. */
+  if (decode && !cm && o->decode_step && c->g->coopmat_mode == 3) {
+    split = rows_all <= 3072 ? 4 : rows_all <= 8192 ? 2 : 1; /* every weight row read */
+    if (c->g->mm_split_dec) split = (uint32_t)c->g->mm_split_dec;
+    while (split > 1 && K / 8 < 64 * (uint64_t)split) split /= 2;
+  }
+  /* decode: units a lane loads before summing them (KVSCOPE_MM_U for measurements; 2 and 4 were
+   * slower on the H200); the bits do not depend on it */
+  const uint32_t udec = c->g->mm_udec ? (uint32_t)c->g->mm_udec : 1u;
   const uint32_t sg = mm_sg(c->g), lpr = sg * split;
   const uint32_t wg = KS_MAX(wgt / lpr * lpr, lpr), ngr = wg / lpr;
   uint32_t outs = o->swiglu || rp ? R / 2 : R;
-  uint32_t spec[4] = {wg, sg, split, rdec}, n_spec = 4,
+  uint32_t spec[5] = {wg, sg, split, rdec, udec}, n_spec = 5,
            per_wg = ngr * outs, tok_tile = TT;
   if (cm) { /* matmul_cm.glsl's work split */
     /* In "prefill" mode no decode step runs here, so K is one slice (one chain of products, no
      * running total to keep: fewer registers) and every prompt, one token included, takes the
      * prefill kernel; otherwise the decode kernel's slices (one subgroup each), in both. */
     const uint32_t S = cm_prefill_only ? 1 : cm_slices(K), paired = o->swiglu || rp;
-    spec[0] = cm_dec ? 32 * S : 32 * KS_CM_NSG;
+    uint32_t nsg, tn;
+    cm_tile(W->type, &nsg, &tn);
+    spec[0] = cm_dec ? 32 * S : 32 * nsg;
     spec[1] = S;
     /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 makes the decode kernel stage F16 weight tiles
      * through shared memory too (the prefill kernel always does); the bits are the same */
     const char *stage = getenv("KVSCOPE_CM_STAGE");
     spec[2] = stage && !strcmp(stage, "1") ? 1 : 0;
     n_spec = 3;
-    per_wg = (cm_dec ? 1 : KS_CM_NSG) * (paired ? 16 : 32);
-    tok_tile = cm_dec ? 1 : 8 * KS_CM_TN;
+    per_wg = (cm_dec ? 1 : nsg) * (paired ? 16 : 32);
+    tok_tile = cm_dec ? 1 : 8 * tn;
   }
   uint64_t out_bytes = ((uint64_t)n_tok - 1) * stride * 4 + N * 4;
   /* the cooperative-matrix prefill kernel reads its input normalised and rounded to f16 by
