@@ -33,6 +33,9 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 0) const uint WG = 128; // decode: 32 * S; prefill: NSG * 32
 layout(constant_id = 1) const uint S = 1;    // slices of K
 layout(constant_id = 2) const uint STAGE = 0; // decode: 1 every tile through shared memory (tuning)
+// prefill, F16: 1 loads each subgroup's A tiles straight from the weights, a chunk ahead, instead
+// of staging them (the host sets it where every tile's 16 rows are evenly spaced and whole)
+layout(constant_id = 3) const uint DIRECT = 0;
 
 #define A_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define B_T fcoopmatNV<16, gl_ScopeSubgroup, 16, 8>
@@ -274,15 +277,15 @@ void main() {
   barrier();
   C_T acc[MT * TN], total[MT * TN]; // total: set when the first slice ends (none live before)
   [[unroll]] for (uint i = 0u; i < MT * TN; i++) acc[i] = C_T(0.0);
-  // Every weight tile goes through shared memory here (the matrix loads straight from the
-  // weight buffer were the prefill kernel's bottleneck), and the next chunk's input and, for
-  // F16, Q8_0 and Q4_0, its weights are loaded into registers while this chunk is multiplied:
-  // WU units of this subgroup's 32 rows per lane (F16 as they are; Q8_0 / Q4_0 as raw words,
-  // decoded when staged, so the prefetch does not wait for its loads), XU uvec4s of the input
-  // per invocation. Other weight types are read and rounded when staged.
+  // The next chunk's input and weights are loaded into registers while this chunk is
+  // multiplied: XU uvec4s of the input per invocation (staged in shared memory for all
+  // subgroups); the weights (each subgroup's own 32 rows) as WU units per lane, F16 as they are
+  // and Q8_0 / Q4_0 as raw words decoded when staged (so the prefetch does not wait for its
+  // loads), or (DIRECT, F16 tiles of evenly spaced rows) as the chunk's A tiles themselves, with
+  // no staging. Other weight types are read and rounded when staged.
   const uint WU = RM * (KC / 8u) / 32u;
 #if WTYPE == 1
-#define PREFETCH_W true
+#define PREFETCH_W (DIRECT == 0u)
 #define RAW_W fetch_w
 #elif WTYPE == 8 || WTYPE == 2
 #define PREFETCH_W true
@@ -309,7 +312,23 @@ void main() {
           xr[q] = xh[pc.o_x / 4u + (tbase + t) * (pc.K >> 3) + ((k) >> 3) + u];                  \
       }                                                                                          \
     }
+  // DIRECT: the A tiles of a chunk (MT per 16 k), loaded into an while the chunk before is
+  // multiplied with ac
+  const uint KS = KC / 16u;
+  A_T ac[MT * KS], an[MT * KS];
+#if WTYPE == 1
+  const uint rs = pc.K >> 3; // uvec4s per weight row
+  #define DLOAD(k, n)                                                                            \
+    if (DIRECT != 0u)                                                                            \
+      [[unroll]] for (uint j = 0u; j < KS; j++)                                                  \
+        if (16u * j < (n))                                                                       \
+          [[unroll]] for (uint m = 0u; m < MT; m++)                                              \
+            coopMatLoadNV(an[j * MT + m], w8, srow[sub * RM + 16u * m] * rs + (((k) + 16u * j) >> 3), rs, false);
+#else
+  #define DLOAD(k, n)
+#endif
   FETCH(k0, kc)
+  DLOAD(k0, kc)
   while (k0 < pc.K) {
     const uint se = (k0 / SL + 1u) * SL; // end of the slice: chunks never straddle one
     {
@@ -323,7 +342,7 @@ void main() {
           if (i < MT * per) As[(ab + 16u * m + r) * AST4 + u] = wr[j];
 #endif
         }
-      } else {
+      } else if (DIRECT == 0u) {
         [[unroll]] for (uint m = 0u; m < MT; m++) stage_tile(sub * RM, ab, m, k0, kc);
       }
       [[unroll]] for (uint q = 0u; q < XU; q++) {
@@ -331,13 +350,22 @@ void main() {
         if (i < TN * 8u * (KC / 8u)) Xs[t * XST4 + u] = xr[q];
       }
     }
+    if (DIRECT != 0u) [[unroll]] for (uint i = 0u; i < MT * KS; i++) ac[i] = an[i];
     barrier();
     const uint k1 = k0 + kc, kc1 = min(KC, (k1 / SL + 1u) * SL - k1);
-    if (k1 < pc.K) FETCH(k1, kc1)
-    for (uint kk = 0u; kk < kc; kk += 16u) {
+    if (k1 < pc.K) {
+      FETCH(k1, kc1)
+      DLOAD(k1, kc1)
+    }
+    [[unroll]] for (uint kk = 0u; kk < KC; kk += 16u) {
+      if (kk >= kc) break;
       A_T a[MT];
-      [[unroll]] for (uint m = 0u; m < MT; m++)
-        coopMatLoadNV(a[m], As, (ab + 16u * m) * AST4 + (kk >> 3), AST4, false);
+      [[unroll]] for (uint m = 0u; m < MT; m++) {
+        if (DIRECT != 0u)
+          a[m] = ac[(kk / 16u) * MT + m];
+        else
+          coopMatLoadNV(a[m], As, (ab + 16u * m) * AST4 + (kk >> 3), AST4, false);
+      }
       [[unroll]] for (uint n = 0u; n < TN; n++) {
         B_T b;
         coopMatLoadNV(b, Xs, 8u * n * XST4 + (kk >> 3), XST4, true);
@@ -360,6 +388,7 @@ void main() {
     kc = kc1;
   }
   #undef FETCH
+  #undef DLOAD
   // one slice: the chain itself is the result (no running total is kept through the loop)
   if (S == 1u) [[unroll]] for (uint i = 0u; i < MT * TN; i++) total[i] = acc[i];
   for (uint n = 0u; n < TN; n++) {

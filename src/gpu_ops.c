@@ -959,10 +959,20 @@ void op_matmul_ex(ks_cmd *c, ks_bref out, ks_bref x, const ks_gpu_tensor *W, int
     spec[0] = cm_dec ? 32 * S : 32 * nsg;
     spec[1] = S;
     /* tuning (kvscope bench): KVSCOPE_CM_STAGE=1 makes the decode kernel stage F16 weight tiles
-     * through shared memory too (the prefill kernel always does); the bits are the same */
+     * through shared memory, and the prefill kernel (below); the bits are the same */
     const char *stage = getenv("KVSCOPE_CM_STAGE");
     spec[2] = stage && !strcmp(stage, "1") ? 1 : 0;
-    n_spec = 3;
+    /* the prefill kernel loads F16 weight tiles straight from the weights (no staging) where
+     * each tile's 16 rows are evenly spaced (no RoPE pairs) and every row block is whole, so
+     * no tile reads past the slice; KVSCOPE_CM_STAGE=1 stages them too. The same values. */
+    const uint32_t blk = nsg * (paired ? 16u : 32u);
+    int whole = 1;
+    for (int s = 0; s < W->n_slices; s++) {
+      int64_t sr = KS_MIN(W->rows_per_slice, W->ne[1] - (int64_t)s * W->rows_per_slice);
+      if ((o->swiglu ? sr / 2 : sr) % blk) whole = 0;
+    }
+    spec[3] = !cm_dec && W->type == KS_TYPE_F16 && !rp && K % 8 == 0 && whole && !spec[2];
+    n_spec = 4;
     per_wg = (cm_dec ? 1 : nsg) * (paired ? 16 : 32);
     tok_tile = cm_dec ? 1 : 8 * tn;
   }
