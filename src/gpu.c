@@ -576,8 +576,11 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
     }
     g->attn_wg = atoi(aw_env);
   }
-  g->attn_kb = env_int("KVSCOPE_ATTN_KB", 1, 64, 16);
-  g->attn_vb = env_int("KVSCOPE_ATTN_VB", 1, 64, 8);
+  /* loads in flight before their products: GPUs hide latency with them (16, 8); a CPU device's
+   * lanes run in turn, where the unrolled batches only cost (lavapipe: 4, 4 the fastest) */
+  const int cpu_dev = g->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  g->attn_kb = env_int("KVSCOPE_ATTN_KB", 1, 64, cpu_dev ? 4 : 16);
+  g->attn_vb = env_int("KVSCOPE_ATTN_VB", 1, 64, cpu_dev ? 4 : 8);
   /* query rows a prompt's attention workgroup takes (they share every K/V load; each row's
    * arithmetic is the same whatever the number): 2 on GPUs (H200: 1/2/4/8 measured), 8 on CPU
    * devices (lavapipe pp512: +15% kvscope-tiny, +30% stories260K against 2) */

@@ -76,8 +76,8 @@ struct ks_gpu {
   int mm_udec;          /* KVSCOPE_MM_U=1..4: decode units loaded ahead per lane (0: default) */
   int mm_split_dec;     /* KVSCOPE_MM_SPLIT_DEC=1|2|4|8: subgroups per row of decode steps in mode 3 */
   /* attention.comp's tuning (none changes a bit): K vec4s and V rows in flight (KVSCOPE_ATTN_KB,
-   * _VB; 16, 8), query rows a prompt's workgroup takes (KVSCOPE_ATTN_TR, 1-8; 2 on GPUs, 8 on
-   * CPU devices) */
+   * _VB; 16, 8 on GPUs, 4, 4 on CPU devices; KB at most head_dim / 4), query rows a prompt's
+   * workgroup takes (KVSCOPE_ATTN_TR, 1-8; 2 on GPUs, 8 on CPU devices) */
   int attn_kb, attn_vb, attn_tr;
   /* KVSCOPE_PIPELINE_STATS=1 on a device with VK_KHR_pipeline_executable_properties: every new
    * pipeline's compiler statistics (registers, spills, ...) go to stderr */

@@ -1228,7 +1228,9 @@ void op_attention_ex(ks_cmd *c, ks_bref out, ks_bref q, ks_bref kcache, ks_bref 
   /* prompts: attn_tr query rows a workgroup (at most 16 KiB of TR x WG 16-byte partials) */
   uint32_t tr = n_tok == 1 ? 1u : (uint32_t)c->g->attn_tr;
   if (tr * awg > 1024) tr = 1024 / awg;
-  uint32_t spec[4] = {awg, (uint32_t)c->g->attn_kb, (uint32_t)c->g->attn_vb, tr};
+  /* K vec4s per batch: never more than a head has (the rest would be guarded-off loads) */
+  const uint32_t kb = KS_MIN((uint32_t)c->g->attn_kb, (uint32_t)head_dim / 4);
+  uint32_t spec[4] = {awg, kb, (uint32_t)c->g->attn_vb, tr};
   /* Without probs, binding 6 is the output again: the shader never touches it; the same for
    * binding 7 without a split. The probs region's extent depends on the position (read on the
    * GPU), so it is bound to the end. */
