@@ -584,7 +584,7 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   /* query rows a prompt's attention workgroup takes (they share every K/V load; each row's
    * arithmetic is the same whatever the number): 2 on GPUs (H200: 1/2/4/8 measured), 8 on CPU
    * devices (lavapipe pp512: +15% kvscope-tiny, +30% stories260K against 2) */
-  g->attn_tr = env_int("KVSCOPE_ATTN_TR", 1, 8, g->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 8 : 2);
+  g->attn_tr = env_int("KVSCOPE_ATTN_TR", 1, 8, cpu_dev ? 8 : 2);
   const char *rd_env = getenv("KVSCOPE_MM_RDEC");
   g->mm_rdec = 0; /* by weight type (gpu_ops.c) */
   if (rd_env && *rd_env) {
