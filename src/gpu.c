@@ -567,7 +567,8 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   /* keys per attention chunk (attention.comp's workgroup size): part of the numerics. A GPU
    * takes 128 (more lanes in flight per chunk); a CPU implementation such as lavapipe, whose
    * lanes run in turn, 64 (a decode step's chunk then holds fewer idle lanes) */
-  g->attn_wg = g->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64 : 128;
+  const int cpu_dev = g->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+  g->attn_wg = cpu_dev ? 64 : 128;
   const char *aw_env = getenv("KVSCOPE_ATTN_WG");
   if (aw_env && *aw_env) {
     if (strcmp(aw_env, "64") && strcmp(aw_env, "128") && strcmp(aw_env, "256")) {
@@ -578,7 +579,6 @@ ks_status gpu_create(ks_gpu **out, int device_index) {
   }
   /* loads in flight before their products: GPUs hide latency with them (16, 8); a CPU device's
    * lanes run in turn, where the unrolled batches only cost (lavapipe: 4, 4 the fastest) */
-  const int cpu_dev = g->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU;
   g->attn_kb = env_int("KVSCOPE_ATTN_KB", 1, 64, cpu_dev ? 4 : 16);
   g->attn_vb = env_int("KVSCOPE_ATTN_VB", 1, 64, cpu_dev ? 4 : 8);
   /* query rows a prompt's attention workgroup takes (they share every K/V load; each row's

@@ -789,10 +789,9 @@ int gpu_matmul_subgroup(const ks_gpu *g) {
 }
 
 /* matmul_cm.glsl: its prefill tile (KS_CM_TN 8-token tiles, KS_CM_NSG subgroups of 32 weight
- * rows: every weight tile staged in shared memory serves 64 tokens; Q8_0 / Q4_0 their own,
- * KS_CM_TN_Q and KS_CM_NSG_Q) and its decode workgroup (S
- * subgroups of 16 rows); which products take them: gpu_matmul_coopmat and the policy
- * (gpu_coopmat_mode). */
+ * rows: every weight tile serves 64 tokens; Q8_0 / Q4_0 their own, KS_CM_TN_Q and KS_CM_NSG_Q)
+ * and its decode workgroup (S subgroups of 16 rows); which products take them:
+ * gpu_matmul_coopmat and the policy (gpu_coopmat_mode). */
 #ifndef KS_CM_TN
 #define KS_CM_TN 8 /* CMake passes KVSCOPE_CM_TN */
 #endif
